@@ -1,0 +1,249 @@
+"""``minirt doctor``: what this machine lets us do, found by trying, never assumed.
+
+Each probe really attempts the thing (a user namespace, an overlay mount, a
+pivot_root, a cgroup directory) in a throw-away child process or directory and
+reports what happened. From the results comes the privilege tier:
+
+* ``root``: every namespace, mounts, cgroups: full containers;
+* ``rootless``: user namespaces are allowed, so an ordinary user can be root
+  inside one and build a container there (limits are weaker);
+* ``unprivileged``: no namespaces at all (e.g. Binder): images, registries and
+  measurements still work; running uses emulation or explains why it cannot.
+
+The notebooks and the tests use ``probe()``, the same code the command prints.
+"""
+
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+
+from .kernel import namespaces, syscalls
+from .kernel.cgroups import mounted_hierarchies
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    value: str
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    tier: str
+    checks: list[Check]
+
+    def ok(self, name: str) -> bool:
+        return any(c.ok for c in self.checks if c.name == name)
+
+    def to_dict(self) -> dict:
+        return {"tier": self.tier, "checks": [asdict(c) for c in self.checks]}
+
+
+def in_child(action) -> tuple[bool, str]:
+    """Run ``action()`` in a forked child; report whether it worked and why not.
+
+    Probes that change namespaces or mounts run here so the caller is untouched.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        message = b""
+        code = 0
+        try:
+            action()
+        except BaseException as e:  # report any failure to the parent
+            code, message = 1, str(e).encode()[:500]
+        finally:
+            os.write(write_fd, message)
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        message = f.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0, message
+
+
+def _try_user_namespace():
+    namespaces.unshare(["user"])
+
+
+def _try_container_namespaces():
+    names = list(namespaces.CONTAINER_NAMESPACES)
+    if os.geteuid() != 0:
+        names = ["user"] + names
+    namespaces.unshare(names)
+
+
+def _try_overlay():
+    from .kernel import mounts
+    if os.geteuid() != 0:
+        namespaces.unshare(["user", "mnt"])
+    else:
+        namespaces.unshare(["mnt"])
+    mounts.make_private("/")
+    base = tempfile.mkdtemp(prefix="minirt-probe-")
+    try:
+        dirs = [os.path.join(base, d) for d in ("lower", "upper", "work", "merged")]
+        for d in dirs:
+            os.mkdir(d)
+        mounts.overlay([dirs[0]], dirs[1], dirs[2], dirs[3])
+        with open(os.path.join(dirs[3], "probe"), "w") as f:
+            f.write("copy-on-write")
+        if os.listdir(dirs[0]):
+            raise OSError("overlay wrote into its lower dir")
+        syscalls.umount(dirs[3])
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _try_pivot_root():
+    from .kernel import mounts
+    if os.geteuid() != 0:
+        namespaces.unshare(["user", "mnt"])
+    else:
+        namespaces.unshare(["mnt"])
+    mounts.make_private("/")
+    base = tempfile.mkdtemp(prefix="minirt-probe-")
+    try:
+        mounts.tmpfs(base)
+        mounts.pivot_into(base)
+    finally:
+        pass  # the mount namespace, with the tmpfs, ends with this child
+
+
+def check_cgroup_controllers() -> list[Check]:
+    """Can we create a cgroup and see each controller's limit file in it?"""
+    from .kernel.cgroups import cgroup_version
+    version = cgroup_version()
+    found = mounted_hierarchies()
+    checks = [Check("cgroup version", True, f"v{version}",
+                    "hybrid: v1 controllers plus an empty v2 tree" if version == 1 and
+                    "unified" in found else "")]
+    limit_files = {1: {"memory": "memory.limit_in_bytes", "cpu": "cpu.cfs_quota_us",
+                       "pids": "pids.max"},
+                   2: {"memory": "memory.max", "cpu": "cpu.max", "pids": "pids.max"}}[version]
+    for controller, limit_file in limit_files.items():
+        root = found.get(controller if version == 1 else "unified")
+        if root is None:
+            checks.append(Check(f"cgroup {controller}", False, "not mounted"))
+            continue
+        probe = os.path.join(root, f"minirt-probe-{os.getpid()}")
+        try:
+            if version == 2:
+                enabled = open(os.path.join(root, "cgroup.controllers")).read().split()
+                if controller not in enabled:
+                    checks.append(Check(f"cgroup {controller}", False, "not available",
+                                        f"not in {root}/cgroup.controllers"))
+                    continue
+            os.mkdir(probe)
+            try:
+                writable = os.access(os.path.join(probe, limit_file), os.W_OK) or version == 2
+                checks.append(Check(f"cgroup {controller}", writable, "writable" if writable
+                                    else "read-only", f"{root}"))
+            finally:
+                os.rmdir(probe)
+        except OSError as e:
+            checks.append(Check(f"cgroup {controller}", False, "read-only", e.strerror or str(e)))
+    return checks
+
+
+def check_kvm() -> Check:
+    """Can we open /dev/kvm and create a VM? (Booting a guest is the VM notebook's test.)"""
+    import fcntl
+    if not os.path.exists("/dev/kvm"):
+        return Check("kvm", False, "no /dev/kvm")
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        return Check("kvm", False, "cannot open /dev/kvm", e.strerror)
+    try:
+        version = fcntl.ioctl(fd, 0xAE00)  # KVM_GET_API_VERSION
+        vm = fcntl.ioctl(fd, 0xAE01, 0)    # KVM_CREATE_VM
+        os.close(vm)
+        return Check("kvm", True, f"API {version}", "creates a VM; whether a guest boots is "
+                     "measured by the VM baseline")
+    except OSError as e:
+        return Check("kvm", False, "KVM_CREATE_VM failed", e.strerror)
+    finally:
+        os.close(fd)
+
+
+def find_kernel() -> str | None:
+    """A Linux kernel image QEMU could boot: the lab's own, or one in /boot."""
+    from .paths import state_root
+    candidates = [os.path.join(state_root(), "vm", "vmlinuz")]
+    if os.path.isdir("/boot"):
+        candidates += sorted((os.path.join("/boot", f) for f in os.listdir("/boot")
+                              if f.startswith("vmlinuz")), reverse=True)
+    return next((c for c in candidates if os.access(c, os.R_OK)), None)
+
+
+def probe() -> Report:
+    """Try everything and decide the tier."""
+    from .image.busybox import find_static_busybox
+    euid = os.geteuid()
+    checks = [Check("euid", True, str(euid), "root" if euid == 0 else "an ordinary user")]
+    try:
+        with open("/proc/sys/user/max_user_namespaces") as f:
+            max_userns = f.read().strip()
+    except OSError:
+        max_userns = "?"
+    ok, why = in_child(_try_user_namespace)
+    checks.append(Check("user namespaces", ok, "allowed" if ok else "refused",
+                        f"max_user_namespaces={max_userns}" + (f"; {why}" if why else "")))
+    ok, why = in_child(_try_container_namespaces)
+    checks.append(Check("container namespaces", ok, "mnt uts ipc net pid cgroup" if ok
+                        else "refused", why))
+    ok, why = in_child(_try_overlay)
+    checks.append(Check("overlayfs", ok, "mounts" if ok else "unavailable", why))
+    ok, why = in_child(_try_pivot_root)
+    checks.append(Check("pivot_root", ok, "works" if ok else "refused", why))
+    checks += check_cgroup_controllers()
+    busybox = find_static_busybox()
+    checks.append(Check("busybox (static)", busybox is not None, busybox or "not found",
+                        "" if busybox else "install busybox-static"))
+    try:
+        import pychroot  # noqa: F401
+        checks.append(Check("pychroot", True, "importable"))
+    except Exception as e:
+        checks.append(Check("pychroot", False, "not importable", str(e)[:80]))
+    qemu = shutil.which("qemu-system-x86_64") or shutil.which("qemu-system-aarch64")
+    checks.append(Check("qemu", qemu is not None, qemu or "not found"))
+    kernel = find_kernel()
+    checks.append(Check("bootable kernel", kernel is not None, kernel or "not found"))
+    checks.append(check_kvm())
+    return Report(decide_tier(checks), checks)
+
+
+def decide_tier(checks: list[Check]) -> str:
+    ok = {c.name: c.ok for c in checks}
+    euid = next(c.value for c in checks if c.name == "euid")
+    if euid == "0" and ok.get("container namespaces") and ok.get("pivot_root"):
+        return "root"
+    if ok.get("user namespaces") and ok.get("container namespaces"):
+        return "rootless"
+    return "unprivileged"
+
+
+TIER_MEANING = {
+    "root": "full containers: every namespace, pivot_root, overlayfs and cgroup limits",
+    "rootless": "containers inside a user namespace; limits only where cgroups are delegated",
+    "unprivileged": "no namespaces here: images, registries and plots work; running a "
+                    "container needs emulation (proot)",
+}
+
+
+def format_report(report: Report) -> str:
+    width = max(len(c.name) for c in report.checks)
+    value_width = max(len(c.value) for c in report.checks)
+    lines = [f"{'CHECK':<{width}}  OK   {'VALUE':<{value_width}}  DETAIL"]
+    for c in report.checks:
+        lines.append(f"{c.name:<{width}}  {'yes' if c.ok else 'no ':<3}  "
+                     f"{c.value:<{value_width}}  {c.detail}".rstrip())
+    lines.append("")
+    lines.append(f"tier: {report.tier} ({TIER_MEANING[report.tier]})")
+    return "\n".join(lines)

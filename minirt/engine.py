@@ -1,0 +1,185 @@
+"""The Engine: images plus containers, the one object every front end drives.
+
+The CLI and the notebooks call it in-process; the daemon (minirtd) serves it
+over the Docker Engine API. It turns user-level requests ("run busybox with
+64m") into a ``ContainerSpec`` and hands it to the runtime.
+"""
+
+import os
+import secrets
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .errors import UsageError
+from .image.store import ImageStore
+from .kernel.cgroups import Limits, open_driver
+from .paths import atomic_write, state_root
+from .runtime import rootfs
+from .runtime.container import FORWARDED_SIGNALS, ContainerProcess
+from .runtime.spec import ContainerSpec, Volume
+from .trace import NULL_TRACE, Trace
+
+
+@dataclass
+class RunResult:
+    """What ``run`` returns: like ``docker run``'s exit status and output."""
+
+    container_id: str
+    name: str
+    exit_code: int
+    oom_killed: bool = False
+    output: str = ""      # stdout, when captured
+    errors: str = ""      # stderr, when captured
+    seconds: float = 0.0
+    trace: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class Engine:
+    def __init__(self, root: str | None = None, cgroup_parent: str = "minirt",
+                 cgroup_version: int | None = None):
+        self.root = root or state_root()
+        self.images = ImageStore(self.root)
+        self.containers_dir = os.path.join(self.root, "containers")
+        self.cgroup_parent = cgroup_parent
+        self.cgroup_version = cgroup_version
+        self._driver = None
+
+    @property
+    def cgroups(self):
+        if self._driver is None:
+            self._driver = open_driver(self.cgroup_version, parent=self.cgroup_parent)
+        return self._driver
+
+    # --- containers ------------------------------------------------------------
+    def create_spec(self, image: str, command=None, *, name=None, hostname=None, env=None,
+                    workdir=None, volumes=(), memory=None, cpus=None, pids_limit=None,
+                    tty=False, stdin=False, storage=None) -> ContainerSpec:
+        """Check every argument and build the spec; nothing is written yet."""
+        limits = Limits.parse(memory, cpus, pids_limit)
+        parsed_volumes = [parse_volume(v) if isinstance(v, str) else v for v in volumes]
+        parsed_env = parse_env(env)
+        found = self.images.resolve(image)
+        config = found.run_config
+        argv = list(command) if command else []
+        argv = list(config.get("Entrypoint") or []) + (argv or list(config.get("Cmd") or []))
+        if not argv:
+            raise UsageError(f"no command given and image {found.name} has no default "
+                             "command (Cmd)")
+        container_id = secrets.token_hex(32)
+        image_env = dict(e.split("=", 1) for e in config.get("Env") or [] if "=" in e)
+        storage = storage or os.environ.get("MINIRT_STORAGE") or (
+            "overlay" if rootfs.overlay_supported() else "copy")
+        if storage not in ("overlay", "copy"):
+            raise UsageError(f"unknown storage {storage!r}: use overlay or copy")
+        return ContainerSpec(
+            id=container_id, layers=self.images.unpacked_layers(found), command=argv,
+            env={**image_env, **parsed_env}, workdir=workdir or config.get("WorkingDir") or "/",
+            hostname=hostname or container_id[:12], volumes=parsed_volumes, limits=limits,
+            tty=tty, stdin=stdin, storage=storage, name=name or container_id[:12],
+            image=found.name)
+
+    def run(self, image: str, command=None, *, remove: bool = True, capture: bool = True,
+            input: bytes | None = None, trace: bool = False, stdio=None, **options) -> RunResult:
+        """Run a container to completion, like ``docker run [--rm]``.
+
+        ``capture`` collects its output into the result (the Python API);
+        ``stdio`` may instead be a ``runtime.stdio`` object (the CLI uses
+        passthrough or a terminal). ``trace=True`` records every kernel step.
+        """
+        started = time.perf_counter()
+        recorder = Trace() if trace else NULL_TRACE
+        spec = self.create_spec(image, command, **options)
+        if stdio is None:
+            from .runtime.stdio import Capture, Passthrough
+            stdio = Capture(input) if capture else Passthrough(options.get("stdin", False))
+        container_dir = os.path.join(self.containers_dir, spec.id)
+        process = ContainerProcess(spec, container_dir, self.cgroups, recorder)
+        try:
+            self._write_container(container_dir, spec)
+            with forwarded_signals(process):
+                process.start(stdio.child_fds())
+                stdio.after_start()
+                self._write_state(container_dir, "running", pid=process.pid)
+                stdio.pump()
+                status = process.wait()
+        finally:
+            stdio.close()
+            process.cleanup()
+            if remove:
+                shutil.rmtree(container_dir, ignore_errors=True)
+        if not remove:
+            self._write_state(container_dir, "exited", exit_code=status.exit_code,
+                              oom_killed=status.oom_killed)
+        return RunResult(spec.id, spec.name, status.exit_code, status.oom_killed,
+                         stdio.output.decode(errors="replace"), stdio.errors.decode(errors="replace"),
+                         time.perf_counter() - started, recorder.steps)
+
+    def _write_container(self, container_dir: str, spec: ContainerSpec) -> None:
+        import json
+        os.makedirs(container_dir)
+        atomic_write(os.path.join(container_dir, "config.json"),
+                     json.dumps(spec.to_dict(), indent=1).encode(), durable=False)
+
+    def _write_state(self, container_dir: str, status: str, **fields) -> None:
+        import json
+        state = {"status": status, **fields}
+        atomic_write(os.path.join(container_dir, "state.json"), json.dumps(state).encode(),
+                     durable=False)
+
+
+class forwarded_signals:
+    """While a container runs, signals sent to us go to it (docker's --sig-proxy)."""
+
+    def __init__(self, process: ContainerProcess):
+        self.process, self.saved = process, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for number in FORWARDED_SIGNALS:
+                self.saved[number] = signal.signal(number, self._forward)
+        return self
+
+    def _forward(self, number, frame):
+        self.process.send_signal(number)
+
+    def __exit__(self, *exc):
+        for number, handler in self.saved.items():
+            signal.signal(number, handler)
+        return False
+
+
+def parse_volume(text: str) -> Volume:
+    """``HOST:PATH[:ro|rw]`` -> Volume; both paths must be absolute."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise UsageError(f"invalid volume {text!r}: use HOSTPATH:CONTAINERPATH[:ro]")
+    source, target = parts[0], parts[1]
+    if not os.path.isabs(source) or not os.path.isabs(target):
+        raise UsageError(f"invalid volume {text!r}: both paths must be absolute")
+    return Volume(os.path.abspath(source), os.path.normpath(target),
+                  len(parts) == 3 and parts[2] == "ro")
+
+
+def parse_env(env) -> dict[str, str]:
+    """Accept ``{"K": "V"}`` or ``["K=V", "K"]`` (a bare K copies our own value, as docker)."""
+    if not env:
+        return {}
+    if isinstance(env, dict):
+        return {str(k): str(v) for k, v in env.items()}
+    parsed = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid environment variable {item!r}: use KEY=VALUE")
+        if sep:
+            parsed[key] = value
+        elif key in os.environ:
+            parsed[key] = os.environ[key]
+    return parsed

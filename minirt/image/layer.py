@@ -1,0 +1,233 @@
+"""Layers: the tarballs an image is made of, and unpacking them safely.
+
+A layer is a tar of the files one build step added or changed; a file the step
+deleted appears as a *whiteout* ``.wh.<name>``, and ``.wh..wh..opq`` in a
+directory means "hide everything below from lower layers" (OCI layer.md).
+We unpack each layer into a directory that becomes one overlayfs lower dir,
+turning whiteouts into what overlayfs understands: a 0/0 character device for a
+deleted file, the ``trusted.overlay.opaque`` xattr for an opaque directory.
+
+A tarball is untrusted input. Every member is created relative to a directory
+file descriptor opened with O_NOFOLLOW, component by component, so neither an
+absolute path, ``..``, nor a symlink planted by an earlier member (umoci
+CVE-2021-29136, containerd CVE-2021-32760) can make us write outside ``dest``.
+Device nodes are skipped. Python's ``tarfile`` extraction filters are not relied
+on: they have had bypasses (CVE-2024-12718, CVE-2025-4517).
+"""
+
+import errno
+import gzip
+import hashlib
+import os
+import stat
+import tarfile
+
+from ..errors import ImageError
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+# Fixed timestamp for files we pack ourselves, so the same input gives the same digest.
+REPRODUCIBLE_MTIME = 946684800  # 2000-01-01
+
+
+class _HashingWriter:
+    """A file wrapper that computes the sha256 and size of what passes through."""
+
+    def __init__(self, raw):
+        self.raw, self.sha, self.size = raw, hashlib.sha256(), 0
+
+    def write(self, data):
+        self.sha.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def flush(self):
+        self.raw.flush()
+
+    def close(self):
+        pass
+
+
+def pack_directory(source: str, out_path: str) -> tuple[str, str, int]:
+    """Write ``source``'s tree as a gzip-compressed layer at ``out_path``.
+
+    Returns ``(digest, diff_id, size)``: the sha256 of the compressed blob (how
+    registries and manifests name it), the sha256 of the plain tar (how the
+    image config names it) and the compressed size.
+    """
+    def owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = REPRODUCIBLE_MTIME
+        return info
+
+    with open(out_path, "wb") as raw:
+        compressed = _HashingWriter(raw)
+        with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0, compresslevel=6) as gz:
+            plain = _HashingWriter(gz)
+            with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for name in sorted(os.listdir(source)):
+                    tar.add(os.path.join(source, name), arcname=name, filter=owned_by_root)
+    return ("sha256:" + compressed.sha.hexdigest(), "sha256:" + plain.sha.hexdigest(),
+            compressed.size)
+
+
+def member_parts(name: str) -> list[str]:
+    """Split a member name into path components, refusing any that could escape."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if name.startswith("/") or ".." in parts:
+        raise ImageError(f"unsafe path in layer: {name!r} (absolute or containing '..')")
+    return parts
+
+
+def _open_dir(root_fd: int, parts: list[str], create: bool) -> int:
+    """Open directory ``parts`` below ``root_fd`` without following any symlink."""
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            if create:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            try:
+                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise ImageError(f"layer path goes through a symlink or file: "
+                                     f"{'/'.join(parts)!r}") from None
+                raise
+            os.close(fd)
+            fd = next_fd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _remove(dir_fd: int, name: str) -> None:
+    """Remove ``name`` (file, link or whole tree) inside ``dir_fd``."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+        try:
+            for child in os.listdir(sub):
+                _remove(sub, child)
+        finally:
+            os.close(sub)
+        os.rmdir(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def _set_metadata(fd: int | None, parent_fd: int, name: str, info: tarfile.TarInfo,
+                  as_root: bool) -> None:
+    if as_root:
+        try:
+            os.chown(name, info.uid, info.gid, dir_fd=parent_fd, follow_symlinks=False)
+        except OSError:
+            pass
+    if fd is not None:
+        os.fchmod(fd, info.mode & 0o7777)
+    try:
+        os.utime(name, (info.mtime, info.mtime), dir_fd=parent_fd, follow_symlinks=False)
+    except OSError:
+        pass
+
+
+def unpack(fileobj, dest: str) -> None:
+    """Unpack a layer tar (plain or gzip) from ``fileobj`` into the directory ``dest``.
+
+    Whiteouts become overlayfs whiteouts, so ``dest`` can serve directly as a
+    lower dir of an overlay mount.
+    """
+    as_root = os.geteuid() == 0
+    root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    directories = []  # (parts, info): directory modes are applied last, once they are filled
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+            for info in tar:
+                parts = member_parts(info.name)
+                if not parts:
+                    continue
+                parent_fd = _open_dir(root_fd, parts[:-1], create=True)
+                try:
+                    _unpack_member(tar, info, parts, parent_fd, root_fd, as_root, directories)
+                finally:
+                    os.close(parent_fd)
+        for parts, info in reversed(directories):
+            fd = _open_dir(root_fd, parts, create=False)
+            try:
+                os.fchmod(fd, info.mode & 0o7777)
+            finally:
+                os.close(fd)
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as e:
+        if isinstance(e, ImageError):
+            raise
+        raise ImageError(f"cannot unpack layer: {e}") from None
+    finally:
+        os.close(root_fd)
+
+
+def _unpack_member(tar, info, parts, parent_fd, root_fd, as_root, directories) -> None:
+    name = parts[-1]
+    if name == OPAQUE_MARKER:
+        _mark_opaque(parent_fd)
+        return
+    if name.startswith(WHITEOUT_PREFIX):
+        hidden = name[len(WHITEOUT_PREFIX):]
+        if not hidden or hidden in (".", ".."):
+            raise ImageError(f"malformed whiteout in layer: {info.name!r}")
+        _remove(parent_fd, hidden)
+        os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent_fd)
+        return
+    if info.isdir():
+        try:
+            st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                _remove(parent_fd, name)
+                os.mkdir(name, 0o755, dir_fd=parent_fd)
+        except FileNotFoundError:
+            os.mkdir(name, 0o755, dir_fd=parent_fd)
+        _set_metadata(None, parent_fd, name, info, as_root)
+        directories.append((parts, info))
+        return
+    _remove(parent_fd, name)
+    if info.isreg():
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                     dir_fd=parent_fd)
+        try:
+            source = tar.extractfile(info)
+            while chunk := source.read(1 << 20):
+                os.write(fd, chunk)
+            _set_metadata(fd, parent_fd, name, info, as_root)
+        finally:
+            os.close(fd)
+    elif info.issym():
+        os.symlink(info.linkname, name, dir_fd=parent_fd)
+        _set_metadata(None, parent_fd, name, info, as_root)
+    elif info.islnk():
+        target = member_parts(info.linkname)
+        if not target:
+            raise ImageError(f"hard link to the layer root: {info.name!r}")
+        target_fd = _open_dir(root_fd, target[:-1], create=False)
+        try:
+            os.link(target[-1], name, src_dir_fd=target_fd, dst_dir_fd=parent_fd,
+                    follow_symlinks=False)
+        except FileNotFoundError:
+            raise ImageError(f"hard link {info.name!r} points to a missing file "
+                             f"{info.linkname!r}") from None
+        finally:
+            os.close(target_fd)
+    elif info.isfifo():
+        os.mkfifo(name, info.mode & 0o777, dir_fd=parent_fd)
+    # Character and block devices are skipped on purpose: a container gets its
+    # devices from the runtime's minimal /dev, never from an image.
+
+
+def _mark_opaque(dir_fd: int) -> None:
+    """Tell overlayfs to hide everything lower layers have in this directory."""
+    os.setxattr(f"/proc/self/fd/{dir_fd}", "trusted.overlay.opaque", b"y")

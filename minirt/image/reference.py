@@ -1,0 +1,82 @@
+"""Image references: Docker's grammar for naming an image.
+
+``busybox`` means ``docker.io/library/busybox:latest``; a first component with
+a dot or colon, or ``localhost``, names a registry (``localhost:5000/lab/app:1``);
+``@sha256:...`` pins a digest. Grammar: distribution/reference (reference.go).
+"""
+
+import re
+from dataclasses import dataclass
+
+from ..errors import UsageError
+
+DEFAULT_REGISTRY = "docker.io"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Reference:
+    registry: str
+    repository: str
+    tag: str | None = "latest"
+    digest: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``registry/repository`` in full, e.g. ``docker.io/library/busybox``."""
+        return f"{self.registry}/{self.repository}"
+
+    def __str__(self) -> str:
+        """The full, canonical form used as a key in the store."""
+        text = self.name
+        if self.tag:
+            text += ":" + self.tag
+        if self.digest:
+            text += "@" + self.digest
+        return text
+
+    @property
+    def familiar(self) -> str:
+        """The short form docker shows: ``busybox:latest``, ``localhost:5000/app:1``."""
+        repository = self.repository
+        if self.registry == DEFAULT_REGISTRY:
+            repository = repository.removeprefix("library/")
+            text = repository
+        else:
+            text = self.name
+        if self.tag:
+            text += ":" + self.tag
+        if self.digest:
+            text += "@" + self.digest
+        return text
+
+
+def parse(text: str) -> Reference:
+    """Parse ``text`` as docker does; raise ``UsageError`` naming what is wrong."""
+    original = text
+    digest = None
+    if "@" in text:
+        text, digest = text.split("@", 1)
+        if not _DIGEST.fullmatch(digest):
+            raise UsageError(f"invalid image reference {original!r}: digest must be sha256:<64 hex>")
+    tag = None
+    last = text.rsplit("/", 1)[-1]
+    if ":" in last:
+        text, tag = text.rsplit(":", 1)
+        if not _TAG.fullmatch(tag):
+            raise UsageError(f"invalid image reference {original!r}: bad tag {tag!r}")
+    parts = text.split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        registry, path = parts[0], parts[1:]
+    else:
+        registry, path = DEFAULT_REGISTRY, parts
+    if registry == DEFAULT_REGISTRY and len(path) == 1:
+        path = ["library"] + path
+    if not path or not all(re.fullmatch(_COMPONENT, p) for p in path):
+        raise UsageError(f"invalid image reference {original!r}: names use lowercase letters, "
+                         "digits and . _ - separated by /")
+    if tag is None and digest is None:
+        tag = "latest"
+    return Reference(registry, "/".join(path), tag, digest)

@@ -1,0 +1,299 @@
+"""The local image store: an OCI image layout plus one unpacked directory per layer.
+
+On disk, under the state root::
+
+    images/oci-layout            {"imageLayoutVersion": "1.0.0"}
+    images/index.json            one descriptor per tagged manifest; the tag is in
+                                 the annotations "io.containerd.image.name"
+                                 (full reference) and "org.opencontainers.image.ref.name"
+    images/blobs/sha256/<hex>    manifests, configs and compressed layers, each
+                                 named by the sha256 of its bytes
+    layers/<hex>/                a layer unpacked, named by its diff_id (the
+                                 sha256 of the uncompressed tar); shared by every
+                                 image that contains that layer
+
+Blobs are immutable: the same bytes always have the same name, so a layer two
+images share is stored and unpacked once. Writes go to a temp file or directory
+and are renamed into place, so a crash never leaves half an image.
+Spec: image-spec image-layout.md, manifest.md, config.md.
+"""
+
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from ..errors import ImageError, ImageNotFound
+from ..paths import atomic_write
+from . import layer as layers
+from . import reference
+
+MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
+MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
+NAME_ANNOTATION = "io.containerd.image.name"
+TAG_ANNOTATION = "org.opencontainers.image.ref.name"
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    digest: str      # sha256 of the compressed blob
+    diff_id: str     # sha256 of the uncompressed tar
+    size: int
+
+
+@dataclass
+class Image:
+    """A tagged image: its manifest, its config and its layers (bottom first)."""
+
+    name: str                 # familiar reference, e.g. "busybox:latest"
+    manifest_digest: str
+    config_digest: str
+    config: dict
+    layers: list[LayerInfo] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        """Docker's image ID: the digest of the config."""
+        return self.config_digest
+
+    @property
+    def run_config(self) -> dict:
+        """The ``config`` section: Cmd, Entrypoint, Env, WorkingDir, ..."""
+        return self.config.get("config") or {}
+
+
+def sha256_bytes(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+class ImageStore:
+    def __init__(self, root: str):
+        self.root = root
+        self.layout = os.path.join(root, "images")
+        self.layers_root = os.path.join(root, "layers")
+
+    # --- the layout ----------------------------------------------------------
+    def ensure_layout(self) -> None:
+        os.makedirs(os.path.join(self.layout, "blobs", "sha256"), exist_ok=True)
+        os.makedirs(self.layers_root, exist_ok=True)
+        marker = os.path.join(self.layout, "oci-layout")
+        if not os.path.exists(marker):
+            atomic_write(marker, b'{"imageLayoutVersion":"1.0.0"}')
+        if not os.path.exists(self._index_path):
+            atomic_write(self._index_path, canonical_json(
+                {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": []}))
+
+    @property
+    def _index_path(self) -> str:
+        return os.path.join(self.layout, "index.json")
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Serialize changes to index.json between processes (flock(2))."""
+        self.ensure_layout()
+        with open(os.path.join(self.layout, ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _index(self) -> dict:
+        try:
+            with open(self._index_path, "rb") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": []}
+
+    # --- blobs ---------------------------------------------------------------
+    def blob_path(self, digest: str) -> str:
+        algorithm, _, hexdigest = digest.partition(":")
+        if algorithm != "sha256" or len(hexdigest) != 64:
+            raise ImageError(f"unsupported digest {digest!r}")
+        return os.path.join(self.layout, "blobs", "sha256", hexdigest)
+
+    def has_blob(self, digest: str) -> bool:
+        return os.path.exists(self.blob_path(digest))
+
+    def write_blob(self, data: bytes) -> str:
+        """Store ``data`` under its own digest (once) and return the digest."""
+        digest = sha256_bytes(data)
+        path = self.blob_path(digest)
+        if not os.path.exists(path):
+            self.ensure_layout()
+            atomic_write(path, data, mode=0o444)
+        return digest
+
+    def read_json(self, digest: str) -> dict:
+        try:
+            with open(self.blob_path(digest), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise ImageError(f"blob {digest} is missing from the store") from None
+        if sha256_bytes(data) != digest:
+            raise ImageError(f"blob {digest} is corrupt: its content no longer matches its digest")
+        return json.loads(data)
+
+    # --- tags ----------------------------------------------------------------
+    def tag(self, name: str, manifest_digest: str) -> None:
+        """Point ``name`` at a manifest (replacing what it pointed at before)."""
+        ref = reference.parse(name)
+        size = os.path.getsize(self.blob_path(manifest_digest))
+        with self._locked():
+            index = self._index()
+            index["manifests"] = [m for m in index["manifests"]
+                                  if m.get("annotations", {}).get(NAME_ANNOTATION) != str(ref)]
+            index["manifests"].append({
+                "mediaType": MEDIA_MANIFEST, "digest": manifest_digest, "size": size,
+                "annotations": {NAME_ANNOTATION: str(ref), TAG_ANNOTATION: ref.tag or "latest"},
+            })
+            atomic_write(self._index_path, canonical_json(index))
+
+    def images(self) -> list[Image]:
+        """Every tagged image, in the order they were tagged."""
+        return [self._load(m["annotations"][NAME_ANNOTATION], m["digest"])
+                for m in self._index()["manifests"] if NAME_ANNOTATION in m.get("annotations", {})]
+
+    def resolve(self, name: str) -> Image:
+        """Find an image by reference (``busybox``), or by image ID or its prefix."""
+        entries = [m for m in self._index()["manifests"] if NAME_ANNOTATION in m.get("annotations", {})]
+        candidates = []
+        try:
+            wanted = str(reference.parse(name))
+            candidates = [m for m in entries if m["annotations"][NAME_ANNOTATION] == wanted]
+        except Exception:
+            pass
+        if candidates:
+            m = candidates[0]
+            return self._load(m["annotations"][NAME_ANNOTATION], m["digest"])
+        hexprefix = name.removeprefix("sha256:")
+        if len(hexprefix) >= 4 and all(c in "0123456789abcdef" for c in hexprefix):
+            for image in self.images():
+                if image.id.removeprefix("sha256:").startswith(hexprefix):
+                    return image
+        raise ImageNotFound(f"image {name!r} not found locally: see `minirt images` "
+                            "(`make image` builds busybox:latest)")
+
+    def _load(self, full_name: str, manifest_digest: str) -> Image:
+        manifest = self.read_json(manifest_digest)
+        config_digest = manifest["config"]["digest"]
+        config = self.read_json(config_digest)
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        if len(diff_ids) != len(manifest["layers"]):
+            raise ImageError(f"image {full_name}: {len(manifest['layers'])} layers but "
+                             f"{len(diff_ids)} diff_ids in its config")
+        infos = [LayerInfo(d["digest"], diff_id, d["size"])
+                 for d, diff_id in zip(manifest["layers"], diff_ids)]
+        return Image(reference.parse(full_name).familiar, manifest_digest, config_digest,
+                     config, infos)
+
+    # --- layers --------------------------------------------------------------
+    def layer_dir(self, diff_id: str) -> str:
+        return os.path.join(self.layers_root, diff_id.removeprefix("sha256:"))
+
+    def unpacked_layers(self, image: Image) -> list[str]:
+        """The image's layer directories, top layer first (overlayfs lowerdir order)."""
+        return [self.ensure_unpacked(info) for info in reversed(image.layers)]
+
+    def ensure_unpacked(self, info: LayerInfo) -> str:
+        """Unpack a layer blob once into ``layers/<diff_id>``, checking its diff_id."""
+        final = self.layer_dir(info.diff_id)
+        if os.path.isdir(final):
+            return final
+        os.makedirs(self.layers_root, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=self.layers_root, prefix=".unpack-")
+        try:
+            with open(self.blob_path(info.digest), "rb") as raw:
+                head = raw.read(2)
+                raw.seek(0)
+                stream = gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw
+                hashing = _HashingReader(stream)
+                layers.unpack(hashing, tmp)
+                hashing.drain()
+            if hashing.digest() != info.diff_id:
+                raise ImageError(f"layer {info.digest[:19]} does not match its diff_id "
+                                 f"{info.diff_id[:19]}: the image is corrupt")
+            os.chmod(tmp, 0o755)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not os.path.isdir(final):  # else another process won the race: fine
+                    raise
+        finally:
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    # --- making images -------------------------------------------------------
+    def add_rootfs(self, rootfs: str, name: str, run_config: dict, created_by: str,
+                   parent: Image | None = None) -> Image:
+        """Pack a directory as one new layer (on top of ``parent``'s) and tag the image."""
+        self.ensure_layout()
+        fd, tmp = tempfile.mkstemp(dir=os.path.join(self.layout, "blobs", "sha256"), prefix=".tmp-")
+        os.close(fd)
+        try:
+            digest, diff_id, size = layers.pack_directory(rootfs, tmp)
+            os.chmod(tmp, 0o444)
+            os.rename(tmp, self.blob_path(digest))
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        new_layer = LayerInfo(digest, diff_id, size)
+        base_layers = parent.layers if parent else []
+        history = list(parent.config.get("history", [])) if parent else []
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(layers.REPRODUCIBLE_MTIME))
+        history.append({"created": created, "created_by": created_by})
+        config = {
+            "created": created, "architecture": _oci_architecture(), "os": "linux",
+            "config": run_config,
+            "rootfs": {"type": "layers", "diff_ids": [l.diff_id for l in base_layers] + [diff_id]},
+            "history": history,
+        }
+        return self.add_image(name, config, base_layers + [new_layer])
+
+    def add_image(self, name: str, config: dict, image_layers: list[LayerInfo]) -> Image:
+        """Write config and manifest blobs for layers already stored, and tag them."""
+        config_bytes = canonical_json(config)
+        config_digest = self.write_blob(config_bytes)
+        manifest = {
+            "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
+            "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(config_bytes)},
+            "layers": [{"mediaType": MEDIA_LAYER_GZIP, "digest": l.digest, "size": l.size}
+                       for l in image_layers],
+        }
+        manifest_digest = self.write_blob(canonical_json(manifest))
+        self.tag(name, manifest_digest)
+        return self.resolve(name)
+
+
+class _HashingReader:
+    """Wraps a stream and hashes every byte read from it (to check a diff_id)."""
+
+    def __init__(self, raw):
+        self.raw, self.sha = raw, hashlib.sha256()
+
+    def read(self, n=-1):
+        data = self.raw.read(n)
+        self.sha.update(data)
+        return data
+
+    def drain(self):
+        while self.read(1 << 20):
+            pass
+
+    def digest(self) -> str:
+        return "sha256:" + self.sha.hexdigest()
+
+
+def _oci_architecture() -> str:
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)

@@ -1,0 +1,136 @@
+"""cgroup v2: one unified tree (Documentation/admin-guide/cgroup-v2.rst).
+
+A controller works in a cgroup only when its parent lists it in
+``cgroup.subtree_control``; so we enable ``+memory +cpu +pids`` on the way down
+to ``minirt/<id>``. The container's files:
+
+* memory.max (+ memory.swap.max = 0), memory.current, memory.peak, and
+  ``oom_kill`` in memory.events;
+* cpu.max as ``QUOTA PERIOD`` in microseconds, usage_usec in cpu.stat
+  (cpu.stat exists even without the cpu controller);
+* pids.max, pids.current, ``max`` in pids.events;
+* cgroup.kill: writing 1 kills every process inside at once (Linux 5.14+).
+
+The "no internal processes" rule forbids enabling controllers for the children
+of a cgroup that itself holds processes, which is why containers live in leaf
+cgroups under a process-free ``minirt`` parent.
+"""
+
+import os
+
+from ...errors import CgroupError
+from ...trace import NULL_TRACE
+from . import CGROUP_PARENT, cpu_quota, mounted_hierarchies, read_int, read_keyed, write_file
+from .base import Cgroup
+
+WANTED = ("memory", "cpu", "pids")
+_FLAG_OF = {"memory": "-m/--memory", "cpu": "--cpus", "pids": "--pids-limit"}
+
+
+class V2Cgroup(Cgroup):
+    version = 2
+
+    def __init__(self, name, dirs, trace=NULL_TRACE, controllers=()):
+        super().__init__(name, dirs, trace)
+        self.controllers = set(controllers)
+
+    @property
+    def path(self) -> str:
+        return self.dirs["unified"]
+
+    def apply(self, limits) -> None:
+        if limits.memory is not None:
+            self._need("memory")
+            write_file(f"{self.path}/memory.max", limits.memory, self.trace)
+            if os.path.exists(f"{self.path}/memory.swap.max"):
+                write_file(f"{self.path}/memory.swap.max", 0, self.trace)
+        if limits.cpus is not None:
+            self._need("cpu")
+            write_file(f"{self.path}/cpu.max", f"{cpu_quota(limits.cpus)} 100000", self.trace)
+        if limits.pids is not None:
+            self._need("pids")
+            write_file(f"{self.path}/pids.max", limits.pids, self.trace)
+
+    def _need(self, controller: str) -> None:
+        if controller not in self.controllers:
+            raise CgroupError(
+                f"{_FLAG_OF[controller]} needs the cgroup v2 '{controller}' controller, which "
+                f"is not available in {os.path.dirname(self.path)} (held by cgroup v1, or not "
+                "delegated to this user)")
+
+    def kill_all(self, timeout: float = 5.0) -> None:
+        kill_file = f"{self.path}/cgroup.kill"
+        if os.path.exists(kill_file):
+            try:
+                with open(kill_file, "w") as f:
+                    f.write("1")
+            except OSError:
+                pass
+        super().kill_all(timeout)
+
+    def oom_kills(self) -> int:
+        return read_keyed(f"{self.path}/memory.events").get("oom_kill", 0)
+
+    def usage(self) -> dict:
+        limit = None
+        try:
+            with open(f"{self.path}/memory.max") as f:
+                text = f.read().strip()
+                limit = None if text == "max" else int(text)
+        except FileNotFoundError:
+            pass
+        usec = read_keyed(f"{self.path}/cpu.stat").get("usage_usec")
+        return {
+            "memory_bytes": read_int(f"{self.path}/memory.current"),
+            "memory_peak_bytes": read_int(f"{self.path}/memory.peak"),
+            "memory_limit_bytes": limit,
+            "cpu_ns": usec * 1000 if usec is not None else None,
+            "pids": read_int(f"{self.path}/pids.current"),
+            "pids_limit_hits": read_keyed(f"{self.path}/pids.events").get("max"),
+        }
+
+
+class V2Driver:
+    """Creates container cgroups under ``<cgroup2 mount>/minirt``."""
+
+    version = 2
+
+    def __init__(self, parent: str = CGROUP_PARENT, mount_point: str | None = None):
+        self.parent = parent
+        self.root = mount_point or mounted_hierarchies().get("unified")
+        if not self.root:
+            raise CgroupError("no cgroup2 filesystem is mounted (expected /sys/fs/cgroup)")
+
+    @property
+    def parent_dir(self) -> str:
+        return os.path.join(self.root, self.parent)
+
+    def available_controllers(self) -> set[str]:
+        with open(os.path.join(self.root, "cgroup.controllers")) as f:
+            return set(f.read().split())
+
+    def cgroup(self, name: str, trace=NULL_TRACE) -> V2Cgroup:
+        controllers = self._prepare_parent(trace)
+        return V2Cgroup(name, {"unified": os.path.join(self.parent_dir, name)}, trace, controllers)
+
+    def _prepare_parent(self, trace) -> set[str]:
+        """Make ``minirt/`` and enable the controllers we want for its children."""
+        wanted = [c for c in WANTED if c in self.available_controllers()]
+        os.makedirs(self.parent_dir, exist_ok=True)
+        for directory in (self.root, self.parent_dir):
+            enabled = set(open(os.path.join(directory, "cgroup.subtree_control")).read().split())
+            missing = [c for c in wanted if c not in enabled]
+            if missing:
+                try:
+                    write_file(os.path.join(directory, "cgroup.subtree_control"),
+                               " ".join("+" + c for c in missing), trace)
+                except CgroupError as e:
+                    raise CgroupError(f"{e} (a cgroup that holds processes cannot hand "
+                                      "controllers to its children)") from None
+        return set(wanted)
+
+    def leftovers(self) -> list[str]:
+        if not os.path.isdir(self.parent_dir):
+            return []
+        return sorted(os.path.join(self.parent_dir, d) for d in os.listdir(self.parent_dir)
+                      if os.path.isdir(os.path.join(self.parent_dir, d)))

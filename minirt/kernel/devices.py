@@ -1,0 +1,56 @@
+"""A minimal /dev for a container: only the devices a program expects.
+
+Docker (runc) gives a container a fresh tmpfs at /dev holding null, zero, full,
+random, urandom and tty, a private devpts for terminals, /dev/shm, and a few
+symlinks. The host's disks and other devices are simply not there.
+Device numbers: Documentation/admin-guide/devices.txt in the kernel tree.
+"""
+
+import os
+import stat
+
+from . import mounts
+
+# name: (major, minor, mode)
+CHAR_DEVICES = {
+    "null": (1, 3, 0o666),
+    "zero": (1, 5, 0o666),
+    "full": (1, 7, 0o666),
+    "random": (1, 8, 0o666),
+    "urandom": (1, 9, 0o666),
+    "tty": (5, 0, 0o666),
+}
+
+SYMLINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+    "ptmx": "pts/ptmx",
+}
+
+
+def populate_dev(dev: str, use_mknod: bool = True) -> None:
+    """Mount a tmpfs at ``dev`` and fill it with the minimal set of devices.
+
+    As root we create the nodes with mknod(2). Without that privilege (a user
+    namespace) the kernel refuses mknod, so we bind-mount the host's nodes
+    instead, as rootless runtimes do.
+    """
+    os.makedirs(dev, exist_ok=True)
+    mounts.tmpfs(dev, "mode=755,size=65536k")
+    for name, (major, minor, mode) in CHAR_DEVICES.items():
+        path = os.path.join(dev, name)
+        if use_mknod:
+            os.mknod(path, stat.S_IFCHR | mode, os.makedev(major, minor))
+            os.chmod(path, mode)  # mknod applies the umask
+        else:
+            open(path, "w").close()
+            mounts.bind(f"/dev/{name}", path, recursive=False)
+    for name, target in SYMLINKS.items():
+        os.symlink(target, os.path.join(dev, name))
+    os.mkdir(os.path.join(dev, "pts"))
+    mounts.devpts(os.path.join(dev, "pts"))
+    os.mkdir(os.path.join(dev, "shm"), 0o1777)
+    mounts.tmpfs(os.path.join(dev, "shm"), "mode=1777,size=65536k",
+                 mounts.MS_NOSUID | mounts.MS_NODEV | mounts.MS_NOEXEC)

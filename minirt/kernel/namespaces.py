@@ -1,0 +1,49 @@
+"""Linux namespaces: what a process can see (man 7 namespaces).
+
+A container is mostly a process placed in fresh namespaces: its own process ids
+(pid), mount table (mnt), hostname (uts), System V IPC (ipc), network stack
+(net), cgroup root (cgroup) and, for rootless use, user and group ids (user).
+"""
+
+import os
+
+from . import syscalls
+
+# The clone(2)/unshare(2) flag of each namespace, by the name /proc/PID/ns uses.
+FLAGS = {
+    "mnt": 0x00020000,     # CLONE_NEWNS
+    "uts": 0x04000000,     # CLONE_NEWUTS
+    "ipc": 0x08000000,     # CLONE_NEWIPC
+    "user": 0x10000000,    # CLONE_NEWUSER
+    "pid": 0x20000000,     # CLONE_NEWPID
+    "net": 0x40000000,     # CLONE_NEWNET
+    "cgroup": 0x02000000,  # CLONE_NEWCGROUP
+}
+
+# What ``minirt run`` gives every container (docker's defaults, plus cgroup).
+CONTAINER_NAMESPACES = ("mnt", "uts", "ipc", "net", "pid", "cgroup")
+
+
+def flags_of(names) -> int:
+    """The OR of the unshare flags for namespace ``names``."""
+    value = 0
+    for name in names:
+        value |= FLAGS[name]
+    return value
+
+
+def unshare(names) -> None:
+    """Move this process into new namespaces ``names``.
+
+    A new pid namespace applies to the children made after this call: the
+    first child forked becomes PID 1 there. The others apply at once.
+    """
+    syscalls.unshare(flags_of(names))
+
+
+def namespace_id(pid: int | str, name: str) -> str:
+    """The identity of a process's namespace, e.g. ``'pid:[4026531836]'``.
+
+    Two processes share a namespace exactly when these strings are equal.
+    """
+    return os.readlink(f"/proc/{pid}/ns/{name}")

@@ -1,0 +1,198 @@
+"""The parent side of a container: cgroup, two forks, waiting, signals, cleanup.
+
+::
+
+    minirt (parent, host namespaces)  creates the cgroup and writes the limits
+     └─ fork: helper                   joins the cgroup, unshare(mnt uts ipc net pid cgroup)
+         └─ fork: init                 PID 1 of the new pid namespace: mounts,
+                                       pivot_root, hostname, then execve(command)
+
+Why two forks: a new pid namespace applies to the *children* of the process
+that unshares it, and the parent (maybe a Jupyter kernel) must never change
+its own namespaces. The helper stays outside as the container's reaper and
+exits with the command's status. If the parent dies, PR_SET_PDEATHSIG takes
+the helper and then the container down with it.
+
+Mounts live only in the container's mount namespace and vanish with it; the
+cgroup is removed by ``cleanup`` on every path (normal exit, error, Ctrl-C,
+the command killed by a signal).
+"""
+
+import os
+import signal
+import time
+
+from .. import errors
+from ..errors import ContainerStartError, MinirtError
+from ..kernel import namespaces, syscalls
+from ..trace import NULL_TRACE, Step, Trace
+from . import rootfs
+from .channel import Channel
+from .init import container_init
+from .spec import ContainerSpec, ExitStatus
+
+# Signals a parent waiting on a container forwards to it (docker's sig-proxy).
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
+
+
+class ContainerProcess:
+    """One running container, seen from the parent."""
+
+    def __init__(self, spec: ContainerSpec, container_dir: str, cgroup_driver, trace=NULL_TRACE):
+        self.spec = spec
+        self.container_dir = container_dir
+        self.trace = trace
+        self.cgroup = cgroup_driver.cgroup(spec.id, trace)
+        self.helper_pid = 0
+        self.pid = 0            # the container's PID 1, as the host numbers it
+        self.status: ExitStatus | None = None
+
+    # --- starting --------------------------------------------------------------
+    def start(self, stdio: tuple[int, int, int]) -> None:
+        """Create the cgroup, fork, and return once the command is running.
+
+        Raises the error the container's set-up hit (``CommandNotFound``, ...)
+        after cleaning up.
+        """
+        self.cgroup.create()
+        try:
+            self.cgroup.apply(self.spec.limits)
+            rootfs.prepare(self.spec, self.container_dir, self.trace)
+            channel = Channel()
+            self.helper_pid = traced_fork(self.trace, "helper")
+            if self.helper_pid == 0:
+                self._run_helper(channel, stdio)  # never returns
+            channel.close_write()
+            self._receive_setup(channel.receive_all())
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _receive_setup(self, messages: list[dict]) -> None:
+        failure = None
+        for message in messages:
+            if "step" in message:
+                self.trace.add_dict(message["step"])
+            elif "pid" in message:
+                self.pid = message["pid"]
+            elif "error" in message:
+                failure = message
+        if failure is not None or not self.pid:
+            self.wait()
+            if failure is None:
+                raise ContainerStartError(f"the container's set-up process died "
+                                          f"(exit status {self.status.exit_code})")
+            kind = getattr(errors, failure["error"], ContainerStartError)
+            if not (isinstance(kind, type) and issubclass(kind, MinirtError)):
+                kind = ContainerStartError
+            raise kind(failure["message"])
+
+    # --- inside the forks ----------------------------------------------------------
+    def _run_helper(self, channel: Channel, stdio) -> None:
+        """The helper process: join the cgroup, unshare, fork the init, reap it."""
+        code = 125
+        try:
+            for number in FORWARDED_SIGNALS:
+                signal.signal(number, signal.SIG_IGN)   # the parent decides what to forward
+            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
+            os.close(channel.read_fd)
+            trace = Trace(sink=channel.send_step) if self.trace.enabled else NULL_TRACE
+            self.cgroup.trace = trace
+            self.cgroup.add(os.getpid())
+            with trace.step("unshare", namespaces=list(self.spec.namespaces)):
+                namespaces.unshare(self.spec.namespaces)
+            init_pid = traced_fork(trace, "init (PID 1)")
+            if init_pid == 0:
+                self._run_init(channel, stdio, trace)  # never returns
+            channel.send(pid=init_pid)
+            os.close(channel.write_fd)
+            for fd in set(stdio) - {0, 1, 2}:
+                os.close(fd)
+            _, status = os.waitpid(init_pid, 0)
+            code = ExitStatus.from_wait_status(status).exit_code
+        except BaseException as e:
+            _report(channel, e)
+        finally:
+            os._exit(code)
+
+    def _run_init(self, channel: Channel, stdio, trace) -> None:
+        code = 125
+        try:
+            container_init(self.spec, self.container_dir, channel, stdio, trace)
+        except BaseException as e:
+            code = getattr(e, "exit_code", 125)
+            _report(channel, e)
+        finally:
+            os._exit(code)
+
+    # --- while it runs ---------------------------------------------------------
+    def send_signal(self, number: int) -> None:
+        """Deliver a signal to the container's PID 1.
+
+        PID 1 of a pid namespace gets only the signals it has a handler for
+        (plus SIGKILL): the kernel drops the rest. So when the command does not
+        catch this one, forwarding it would do nothing, and we kill instead.
+        """
+        if not self.pid or self.status is not None:
+            return
+        try:
+            target = number if catches_signal(self.pid, number) else signal.SIGKILL
+            os.kill(self.pid, target)
+        except ProcessLookupError:
+            pass
+
+    def wait(self) -> ExitStatus:
+        """Wait for the container to end; note whether the OOM killer ended it."""
+        if self.status is None:
+            _, status = os.waitpid(self.helper_pid, 0)
+            self.status = ExitStatus.from_wait_status(status)
+            self.status.oom_killed = self.cgroup.oom_kills() > 0
+        return self.status
+
+    def cleanup(self) -> None:
+        """Kill anything left in the cgroup and remove it. Safe to call twice."""
+        if self.helper_pid and self.status is None:
+            try:
+                os.kill(self.helper_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.wait()
+        self.cgroup.kill_all()
+        self.cgroup.remove()
+
+
+def traced_fork(trace, role: str) -> int:
+    """fork(2), recorded once, by the parent (a ``with`` block would end in both)."""
+    start = time.monotonic_ns()
+    pid = os.fork()
+    if pid:
+        trace.record(Step("fork", {"role": role, "child": pid}, start,
+                          time.monotonic_ns() - start, pid=os.getpid()))
+    return pid
+
+
+def catches_signal(pid: int, number: int) -> bool:
+    """True when process ``pid`` has a handler for signal ``number`` (SigCgt in /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & (1 << (number - 1)))
+    except OSError:
+        pass
+    return False
+
+
+def _report(channel: Channel, error: BaseException) -> None:
+    """Send the error that stopped set-up to the parent, as one line it can show."""
+    if isinstance(error, MinirtError):
+        kind, message = type(error).__name__, str(error)
+    elif isinstance(error, OSError):
+        kind, message = "ContainerStartError", f"container set-up failed: {error}"
+    else:
+        kind, message = "ContainerStartError", f"container set-up failed: {error!r}"
+    try:
+        channel.send(error=kind, message=message)
+    except OSError:
+        pass

@@ -1,0 +1,119 @@
+"""Inside the container: the steps between "new namespaces" and "your command runs".
+
+This code runs as PID 1 of a fresh pid namespace, already inside new mount,
+UTS, IPC, network and cgroup namespaces and inside the container's cgroup. It
+finishes the sandbox and then replaces itself with the user's command through
+execve(2), so no Python stays behind in a running container.
+Read ``container_init`` top to bottom: each line is one step of a container start.
+"""
+
+import os
+import signal
+import stat
+
+from ..errors import CommandNotExecutable, CommandNotFound
+from ..kernel import mounts, netdev, syscalls
+from . import rootfs
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def container_init(spec, container_dir: str, channel, stdio: tuple[int, int, int], trace) -> None:
+    """Become the container: mounts, pivot_root, hostname, loopback, then exec."""
+    syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)  # die if our parent dies
+    with trace.step("mount propagation", target="/", flags="MS_REC|MS_PRIVATE"):
+        mounts.make_private("/")
+    root = rootfs.mount_root(spec, container_dir, trace)
+    rootfs.mount_volumes(spec, root, trace)
+    rootfs.mount_system(root, trace, use_mknod=os.geteuid() == 0 and "user" not in spec.namespaces)
+    with trace.step("pivot_root", new_root=root, old_root="detached"):
+        mounts.pivot_into(root)
+    if "uts" in spec.namespaces and spec.hostname:
+        with trace.step("sethostname", hostname=spec.hostname):
+            syscalls.sethostname(spec.hostname)
+    if "net" in spec.namespaces:
+        with trace.step("link up", interface="lo"):
+            netdev.set_up("lo")
+    env = container_env(spec)
+    with trace.step("chdir", path=spec.workdir):
+        os.makedirs(spec.workdir, exist_ok=True)
+        os.chdir(spec.workdir)
+    program = resolve_command(spec.command[0], env.get("PATH", DEFAULT_PATH))
+    attach_stdio(stdio, spec.tty)
+    reset_signals()
+    with trace.step("close fds", keep="0,1,2"):
+        # Only stdin, stdout and stderr may reach the command (runc CVE-2024-21626);
+        # the channel is close-on-exec and goes away with the exec itself.
+        os.closerange(3, channel.write_fd)
+        os.closerange(channel.write_fd + 1, 1 << 20)
+    # Marked before the call: after a successful execve no Python is left to record
+    # it. The parent learns the outcome when the close-on-exec channel closes.
+    trace.mark("execve", path=program, argv=spec.command)
+    try:
+        os.execve(program, spec.command, env)
+    except OSError as e:
+        raise CommandNotExecutable(f"cannot execute {spec.command[0]!r} in the container: "
+                                   f"{e.strerror}") from None
+
+
+def container_env(spec) -> dict[str, str]:
+    """The command's environment: the image's and -e values, plus docker's defaults."""
+    env = {"PATH": DEFAULT_PATH}
+    env.update(spec.env)
+    env.setdefault("HOSTNAME", spec.hostname)
+    env.setdefault("HOME", "/root")
+    if spec.tty:
+        env.setdefault("TERM", "xterm")
+    return env
+
+
+def resolve_command(name: str, path: str) -> str:
+    """Find ``name`` the way execvp(3) would, but in the container's root and PATH."""
+    candidates = [name] if "/" in name else [os.path.join(d or ".", name) for d in path.split(":")]
+    for candidate in candidates:
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            if not os.access(candidate, os.X_OK):
+                raise CommandNotExecutable(f"{name!r} is not executable in the container "
+                                           "(permission denied)")
+            return candidate
+    where = "" if "/" in name else f" in $PATH ({path})"
+    raise CommandNotFound(f"executable file {name!r} not found{where} in the image's root "
+                          "filesystem")
+
+
+def attach_stdio(stdio: tuple[int, int, int], tty: bool) -> None:
+    """Give the command its stdin/stdout/stderr, in a session of its own.
+
+    With ``-t`` the three are the slave side of a pseudo-terminal, which becomes
+    the session's controlling terminal (so Ctrl-C there reaches the command).
+    """
+    os.setsid()
+    if tty:
+        import fcntl
+        import termios
+        fcntl.ioctl(stdio[0], termios.TIOCSCTTY, 0)
+    for target, fd in enumerate(stdio):
+        if fd != target:
+            os.dup2(fd, target, inheritable=True)
+        else:
+            os.set_inheritable(target, True)
+
+
+def reset_signals() -> None:
+    """Undo Python's signal set-up: an ignored signal stays ignored across exec.
+
+    Python ignores SIGPIPE and SIGXFSZ; left so, ``yes | head`` in the
+    container would never end. Our parent ignored a few more while it waited.
+    """
+    for number in range(1, signal.NSIG):
+        if number in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(number, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
