@@ -6,7 +6,6 @@ over the Docker Engine API. It turns user-level requests ("run busybox with
 """
 
 import os
-import secrets
 import shutil
 import signal
 import threading
@@ -42,12 +41,14 @@ class RunResult:
 
 
 class Engine:
-    def __init__(self, root: str | None = None, cgroup_parent: str = "minirt",
+    def __init__(self, root: str | None = None, cgroup_parent: str | None = None,
                  cgroup_version: int | None = None):
         self.root = root or state_root()
         self.images = ImageStore(self.root)
         self.containers_dir = os.path.join(self.root, "containers")
-        self.cgroup_parent = cgroup_parent
+        # Containers' cgroups go under <tree>/<cgroup_parent>/<id>; MINIRT_CGROUP_PARENT
+        # (e.g. "minirt-test-42") keeps one user's or one test run's containers apart.
+        self.cgroup_parent = cgroup_parent or os.environ.get("MINIRT_CGROUP_PARENT", "minirt")
         self.cgroup_version = cgroup_version
         self._driver = None
 
@@ -72,7 +73,7 @@ class Engine:
         if not argv:
             raise UsageError(f"no command given and image {found.name} has no default "
                              "command (Cmd)")
-        container_id = secrets.token_hex(32)
+        container_id = os.urandom(32).hex()
         image_env = dict(e.split("=", 1) for e in config.get("Env") or [] if "=" in e)
         storage = storage or os.environ.get("MINIRT_STORAGE") or (
             "overlay" if rootfs.overlay_supported() else "copy")

@@ -18,21 +18,16 @@ and are renamed into place, so a crash never leaves half an image.
 Spec: image-spec image-layout.md, manifest.md, config.md.
 """
 
-import contextlib
-import fcntl
-import gzip
-import hashlib
 import json
 import os
-import shutil
-import tempfile
-import time
 from dataclasses import dataclass, field
 
 from ..errors import ImageError, ImageNotFound
 from ..paths import atomic_write
-from . import layer as layers
 from . import reference
+
+# Packing and unpacking (tarfile, gzip, hashlib) are imported where they are used:
+# ``minirt run`` only reads JSON here, and start-up time matters.
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -71,6 +66,7 @@ class Image:
 
 
 def sha256_bytes(data: bytes) -> str:
+    import hashlib
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -99,13 +95,9 @@ class ImageStore:
     def _index_path(self) -> str:
         return os.path.join(self.layout, "index.json")
 
-    @contextlib.contextmanager
     def _locked(self):
         """Serialize changes to index.json between processes (flock(2))."""
-        self.ensure_layout()
-        with open(os.path.join(self.layout, ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
+        return _FileLock(os.path.join(self.layout, ".lock"), self.ensure_layout)
 
     def _index(self) -> dict:
         try:
@@ -134,14 +126,15 @@ class ImageStore:
         return digest
 
     def read_json(self, digest: str) -> dict:
+        """Load a JSON blob. Digests are checked when blobs enter the store (``write_blob``,
+        pulls, loads), as containerd does, not on every read."""
         try:
             with open(self.blob_path(digest), "rb") as f:
-                data = f.read()
+                return json.load(f)
         except FileNotFoundError:
             raise ImageError(f"blob {digest} is missing from the store") from None
-        if sha256_bytes(data) != digest:
-            raise ImageError(f"blob {digest} is corrupt: its content no longer matches its digest")
-        return json.loads(data)
+        except ValueError:
+            raise ImageError(f"blob {digest} is not valid JSON: the store is corrupt") from None
 
     # --- tags ----------------------------------------------------------------
     def tag(self, name: str, manifest_digest: str) -> None:
@@ -209,6 +202,11 @@ class ImageStore:
         final = self.layer_dir(info.diff_id)
         if os.path.isdir(final):
             return final
+        import gzip
+        import shutil
+        import tempfile
+
+        from . import layer as layers
         os.makedirs(self.layers_root, exist_ok=True)
         tmp = tempfile.mkdtemp(dir=self.layers_root, prefix=".unpack-")
         try:
@@ -237,6 +235,10 @@ class ImageStore:
     def add_rootfs(self, rootfs: str, name: str, run_config: dict, created_by: str,
                    parent: Image | None = None) -> Image:
         """Pack a directory as one new layer (on top of ``parent``'s) and tag the image."""
+        import tempfile
+        import time
+
+        from . import layer as layers
         self.ensure_layout()
         fd, tmp = tempfile.mkstemp(dir=os.path.join(self.layout, "blobs", "sha256"), prefix=".tmp-")
         os.close(fd)
@@ -275,10 +277,29 @@ class ImageStore:
         return self.resolve(name)
 
 
+class _FileLock:
+    """An exclusive flock(2) held for the duration of a ``with`` block."""
+
+    def __init__(self, path: str, prepare):
+        self.path, self.prepare, self.file = path, prepare, None
+
+    def __enter__(self):
+        import fcntl
+        self.prepare()
+        self.file = open(self.path, "w")
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()  # closing releases the lock
+        return False
+
+
 class _HashingReader:
     """Wraps a stream and hashes every byte read from it (to check a diff_id)."""
 
     def __init__(self, raw):
+        import hashlib
         self.raw, self.sha = raw, hashlib.sha256()
 
     def read(self, n=-1):

@@ -8,13 +8,12 @@ See man 2 for each call; the flag values come from <sched.h> and <sys/mount.h>.
 
 import ctypes
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
 # pivot_root has no glibc wrapper: call it by number (arch/*/syscall tables).
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203,
-                   "s390x": 217}.get(platform.machine())
+                   "s390x": 217}.get(os.uname().machine)
 
 # mount(2) flags
 MS_RDONLY = 0x1
@@ -69,7 +68,7 @@ def umount(target: str, flags: int = 0) -> None:
 def pivot_root(new_root: str, put_old: str) -> None:
     """pivot_root(2): make ``new_root`` the root of this mount namespace."""
     if _SYS_PIVOT_ROOT is None:
-        raise OSError(38, f"pivot_root: unknown syscall number on {platform.machine()}")
+        raise OSError(38, f"pivot_root: unknown syscall number on {os.uname().machine}")
     _check(_libc.syscall(ctypes.c_long(_SYS_PIVOT_ROOT), new_root.encode(), put_old.encode()),
            "pivot_root")
 

@@ -47,6 +47,7 @@ class ContainerProcess:
         self.helper_pid = 0
         self.pid = 0            # the container's PID 1, as the host numbers it
         self.status: ExitStatus | None = None
+        self.pending_signals: list[int] = []  # arrived before we knew the pid
 
     # --- starting --------------------------------------------------------------
     def start(self, stdio: tuple[int, int, int]) -> None:
@@ -65,6 +66,8 @@ class ContainerProcess:
                 self._run_helper(channel, stdio)  # never returns
             channel.close_write()
             self._receive_setup(channel.receive_all())
+            for number in self.pending_signals:
+                self.send_signal(number)
         except BaseException:
             self.cleanup()
             raise
@@ -99,7 +102,7 @@ class ContainerProcess:
             os.close(channel.read_fd)
             trace = Trace(sink=channel.send_step) if self.trace.enabled else NULL_TRACE
             self.cgroup.trace = trace
-            self.cgroup.add(os.getpid())
+            self.cgroup.join()
             with trace.step("unshare", namespaces=list(self.spec.namespaces)):
                 namespaces.unshare(self.spec.namespaces)
             init_pid = traced_fork(trace, "init (PID 1)")
@@ -134,7 +137,10 @@ class ContainerProcess:
         (plus SIGKILL): the kernel drops the rest. So when the command does not
         catch this one, forwarding it would do nothing, and we kill instead.
         """
-        if not self.pid or self.status is not None:
+        if self.status is not None:
+            return
+        if not self.pid:
+            self.pending_signals.append(number)
             return
         try:
             target = number if catches_signal(self.pid, number) else signal.SIGKILL

@@ -41,12 +41,27 @@ class Cgroup:
                 except OSError as e:
                     raise CgroupError(f"cannot create cgroup {directory}: {e.strerror}") from None
 
+    # The file a process writes "0" to in order to move itself in.
+    join_file = "cgroup.procs"
+
     def add(self, pid: int) -> None:
         """Move process ``pid`` (and so its future children) into this cgroup."""
         for directory in self.unique_dirs():
             with self.trace.step("cgroup join", file=f"{directory}/cgroup.procs", pid=pid):
                 with open(os.path.join(directory, "cgroup.procs"), "w") as f:
                     f.write(str(pid))
+
+    def join(self) -> None:
+        """Move the calling (single-threaded) process into this cgroup.
+
+        Children forked afterwards start inside it, so every process of the
+        container is counted and limited from its first instruction.
+        """
+        for directory in self.unique_dirs():
+            path = os.path.join(directory, self.join_file)
+            with self.trace.step("cgroup join", file=path, pid=0):
+                with open(path, "w") as f:
+                    f.write("0")
 
     def procs(self) -> list[int]:
         """Pids of the processes in this cgroup (in any of its trees)."""

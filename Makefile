@@ -1,0 +1,44 @@
+# minirt lab. Two commands do everything on a fresh machine (see README):
+#   make lab    set up, then open JupyterLab on notebooks/
+#   make test   set up, then run every test
+SHELL := /bin/bash
+# Debian's python3, not a per-user one: a venv made from an interpreter in
+# root's 0700 home would be unusable by other users.
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: lab test setup system venv image bench clean
+
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup: system venv image
+
+system:
+	@scripts/setup-system
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[lab,test]'
+	# pychroot 0.10.4 pins snakeoil~=0.8.9, which does not build on Python 3.11;
+	# snakeoil 0.10.11 works with it (0.11.1+ breaks its import).
+	$(BIN)/pip install -q snakeoil==0.10.11
+	$(BIN)/pip install -q --no-deps pychroot==0.10.4
+	touch $@
+
+image: venv
+	$(BIN)/minirt init
+
+bench: setup
+	$(BIN)/python bench/startup
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,138 @@
+"""Shared fixtures: a private state root with busybox built, and tier checks.
+
+Every test uses its own state root and its own cgroup parent
+(``minirt-test-<pid>``), so leak checks look only at what the tests created.
+Under ``MINIRT_STRICT=1`` (CI) a test that would skip for a missing
+capability fails instead: a skipped isolation test is not a passing one.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from minirt.engine import Engine
+from minirt.image import busybox
+from minirt.kernel import mounts
+from minirt.kernel.cgroups import open_driver
+
+STRICT = os.environ.get("MINIRT_STRICT") == "1"
+CGROUP_PARENT = f"minirt-test-{os.getpid()}"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when ``condition`` is false, or fail under MINIRT_STRICT=1."""
+    if not condition:
+        if STRICT:
+            pytest.fail(f"MINIRT_STRICT=1 and this test cannot run: {reason}")
+        pytest.skip(reason)
+
+
+_tier = None
+
+
+def tier() -> str:
+    global _tier
+    if _tier is None:
+        from minirt import doctor
+        _tier = doctor.probe().tier
+    return _tier
+
+
+@pytest.fixture
+def root_tier():
+    require(tier() == "root", f"needs the root tier (this machine is {tier()}); "
+            "run the tests as root")
+
+
+@pytest.fixture(scope="session")
+def state_root():
+    root = tempfile.mkdtemp(prefix="minirt-test-", dir="/var/tmp")
+    os.chmod(root, 0o755)
+    yield root
+    mounts.unmount_all_under(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def image_store(state_root):
+    engine = Engine(state_root)
+    busybox.ensure(engine.images)
+    return engine.images
+
+
+@pytest.fixture
+def engine(state_root, image_store, root_tier):
+    """An Engine on the test state root; checks that each test leaves nothing behind."""
+    engine = Engine(state_root, cgroup_parent=CGROUP_PARENT)
+    yield engine
+    assert_nothing_left(engine)
+
+
+def assert_nothing_left(engine: Engine, timeout: float = 5.0) -> None:
+    """No container dir, no cgroup dir, no mount and no process of ours remains."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leftovers = {
+            "containers": os.listdir(engine.containers_dir) if os.path.isdir(engine.containers_dir) else [],
+            "cgroups": engine.cgroups.leftovers(),
+            "mounts": mounts.mount_points_under(engine.root),
+            "processes": processes_in_cgroups(),
+        }
+        if not any(leftovers.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not any(leftovers.values()), f"left behind: {leftovers}"
+
+
+def processes_in_cgroups() -> list[int]:
+    """Pids whose cgroup path mentions our test cgroup parent."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                if CGROUP_PARENT in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def minirt_cli(*args, state_root: str, input=None, timeout: float = 60, env=None, **kw):
+    """Run ``python -m minirt ARGS`` as a user would, with the test state root."""
+    full_env = {**os.environ, "MINIRT_ROOT": state_root, "MINIRT_CGROUP_PARENT": CGROUP_PARENT,
+                **(env or {})}
+    return subprocess.run([sys.executable, "-m", "minirt", *args], input=input, env=full_env,
+                          capture_output=True, timeout=timeout, **kw)
+
+
+def minirt_popen(*args, state_root: str, **kw):
+    env = {**os.environ, "MINIRT_ROOT": state_root, "MINIRT_CGROUP_PARENT": CGROUP_PARENT}
+    return subprocess.Popen([sys.executable, "-m", "minirt", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def container_init_pid(engine: Engine, timeout: float = 10.0) -> int:
+    """The host pid of the running test container's PID 1 (NSpid ends in 1)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid in processes_in_cgroups():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    nspid = next(line.split()[1:] for line in f if line.startswith("NSpid:"))
+            except (OSError, StopIteration):
+                continue
+            try:
+                started = os.readlink(f"/proc/{pid}/exe") != os.path.realpath(sys.executable)
+            except OSError:
+                continue
+            if len(nspid) == 2 and nspid[1] == "1" and started:  # PID 1, after its execve
+                return pid
+        time.sleep(0.02)
+    raise AssertionError("no running container found")
