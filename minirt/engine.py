@@ -42,15 +42,18 @@ class RunResult:
 
 class Engine:
     def __init__(self, root: str | None = None, cgroup_parent: str | None = None,
-                 cgroup_version: int | None = None):
+                 cgroup_version: int | None = None, cgroups=None):
         self.root = root or state_root()
         self.images = ImageStore(self.root)
         self.containers_dir = os.path.join(self.root, "containers")
         # Containers' cgroups go under <tree>/<cgroup_parent>/<id>; MINIRT_CGROUP_PARENT
         # (e.g. "minirt-test-42") keeps one user's or one test run's containers apart.
         self.cgroup_parent = cgroup_parent or os.environ.get("MINIRT_CGROUP_PARENT", "minirt")
-        self.cgroup_version = cgroup_version
-        self._driver = None
+        # MINIRT_CGROUP_VERSION=2 forces the v2 driver (on a hybrid machine: the
+        # cgroup2 tree, whatever controllers it holds).
+        version = cgroup_version or os.environ.get("MINIRT_CGROUP_VERSION")
+        self.cgroup_version = int(version) if version else None
+        self._driver = cgroups
 
     @property
     def cgroups(self):

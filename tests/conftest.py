@@ -112,8 +112,9 @@ def minirt_cli(*args, state_root: str, input=None, timeout: float = 60, env=None
                           capture_output=True, timeout=timeout, **kw)
 
 
-def minirt_popen(*args, state_root: str, **kw):
-    env = {**os.environ, "MINIRT_ROOT": state_root, "MINIRT_CGROUP_PARENT": CGROUP_PARENT}
+def minirt_popen(*args, state_root: str, env_extra=None, **kw):
+    env = {**os.environ, "MINIRT_ROOT": state_root, "MINIRT_CGROUP_PARENT": CGROUP_PARENT,
+           **(env_extra or {})}
     return subprocess.Popen([sys.executable, "-m", "minirt", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
