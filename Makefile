@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test setup system venv image bench clean
+.PHONY: lab test setup system venv bytecode image bench clean
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -17,7 +17,7 @@ lab: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-setup: system venv image
+setup: system venv bytecode image
 
 system:
 	@scripts/setup-system
@@ -33,6 +33,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q snakeoil==0.10.11
 	$(BIN)/pip install -q --no-deps pychroot==0.10.4
 	touch $@
+
+# Byte-compile minirt up front: without .pyc files (e.g. PYTHONDONTWRITEBYTECODE=1)
+# every `minirt run` would compile its modules from source first.
+bytecode: venv
+	$(BIN)/python -m compileall -q minirt
 
 image: venv
 	$(BIN)/minirt init

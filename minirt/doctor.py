@@ -16,30 +16,31 @@ The notebooks and the tests use ``probe()``, the same code the command prints.
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
-
 from .kernel import namespaces, syscalls
 from .kernel.cgroups import mounted_hierarchies
+from .record import Record
 
 
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    value: str
-    detail: str = ""
+class Check(Record):
+    """One probe: did it work, what it found, and why not."""
+
+    __slots__ = ("name", "ok", "value", "detail")
+
+    def __init__(self, name: str, ok: bool, value: str, detail: str = ""):
+        self.name, self.ok, self.value, self.detail = name, ok, value, detail
 
 
-@dataclass
-class Report:
-    tier: str
-    checks: list[Check]
+class Report(Record):
+    __slots__ = ("tier", "checks")
+
+    def __init__(self, tier: str, checks: list[Check]):
+        self.tier, self.checks = tier, checks
 
     def ok(self, name: str) -> bool:
         return any(c.ok for c in self.checks if c.name == name)
 
     def to_dict(self) -> dict:
-        return {"tier": self.tier, "checks": [asdict(c) for c in self.checks]}
+        return {"tier": self.tier, "checks": [c.to_dict() for c in self.checks]}
 
 
 def in_child(action) -> tuple[bool, str]:

@@ -13,7 +13,7 @@ otherwise, ``$MINIRT_ROOT`` when set)::
 """
 
 import os
-import tempfile
+import stat
 
 
 def state_root() -> str:
@@ -35,8 +35,9 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = True
     the target in one step. ``durable`` also fsyncs first, so the new content
     survives a power cut (worth it for image data, not for a container's status).
     """
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".tmp-{os.getpid()}-{name}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -51,3 +52,40 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, durable: bool = True
         except FileNotFoundError:
             pass
         raise
+
+
+def remove_entry(dir_fd: int, name: str) -> None:
+    """Remove ``name`` inside the directory ``dir_fd``: a file, a link or a whole tree.
+
+    Works through directory file descriptors and never follows a symlink, so a
+    link planted inside the tree cannot make us delete anything outside it.
+    """
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+        try:
+            sub = os.open(name, flags, dir_fd=dir_fd)
+        except PermissionError:  # e.g. overlayfs leaves work/work as mode 000
+            os.chmod(name, 0o700, dir_fd=dir_fd)
+            sub = os.open(name, flags, dir_fd=dir_fd)
+        try:
+            for child in os.listdir(sub):
+                remove_entry(sub, child)
+        finally:
+            os.close(sub)
+        os.rmdir(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def remove_tree(path: str) -> None:
+    """``rm -rf path``, without following symlinks (see ``remove_entry``)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        remove_entry(fd, name)
+    finally:
+        os.close(fd)

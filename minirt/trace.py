@@ -9,25 +9,24 @@ does nothing, so tracing costs nothing when it is off.
 
 import os
 import time
-from dataclasses import dataclass, field
+
+from .record import Record
 
 
-@dataclass
-class Step:
+class Step(Record):
     """One kernel step: what, where (``detail``), when and how long, and whether it worked."""
 
-    name: str
-    detail: dict
-    start_ns: int
-    duration_ns: int = 0
-    ok: bool = True
-    error: str = ""
-    pid: int = 0
+    __slots__ = ("name", "detail", "start_ns", "duration_ns", "ok", "error", "pid")
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "detail": self.detail, "start_ns": self.start_ns,
-                "duration_ns": self.duration_ns, "ok": self.ok, "error": self.error,
-                "pid": self.pid}
+    def __init__(self, name: str, detail: dict, start_ns: int, duration_ns: int = 0,
+                 ok: bool = True, error: str = "", pid: int = 0):
+        self.name = name
+        self.detail = detail
+        self.start_ns = start_ns          # CLOCK_MONOTONIC: comparable across processes
+        self.duration_ns = duration_ns
+        self.ok = ok
+        self.error = error
+        self.pid = pid                    # as the process saw itself (1 = container init)
 
 
 class _Recording:

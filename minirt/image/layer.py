@@ -23,6 +23,7 @@ import stat
 import tarfile
 
 from ..errors import ImageError
+from ..paths import remove_entry
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -105,24 +106,6 @@ def _open_dir(root_fd: int, parts: list[str], create: bool) -> int:
         raise
 
 
-def _remove(dir_fd: int, name: str) -> None:
-    """Remove ``name`` (file, link or whole tree) inside ``dir_fd``."""
-    try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
-        try:
-            for child in os.listdir(sub):
-                _remove(sub, child)
-        finally:
-            os.close(sub)
-        os.rmdir(name, dir_fd=dir_fd)
-    else:
-        os.unlink(name, dir_fd=dir_fd)
-
-
 def _set_metadata(fd: int | None, parent_fd: int, name: str, info: tarfile.TarInfo,
                   as_root: bool) -> None:
     if as_root:
@@ -181,21 +164,21 @@ def _unpack_member(tar, info, parts, parent_fd, root_fd, as_root, directories) -
         hidden = name[len(WHITEOUT_PREFIX):]
         if not hidden or hidden in (".", ".."):
             raise ImageError(f"malformed whiteout in layer: {info.name!r}")
-        _remove(parent_fd, hidden)
+        remove_entry(parent_fd, hidden)
         os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent_fd)
         return
     if info.isdir():
         try:
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
             if not stat.S_ISDIR(st.st_mode):
-                _remove(parent_fd, name)
+                remove_entry(parent_fd, name)
                 os.mkdir(name, 0o755, dir_fd=parent_fd)
         except FileNotFoundError:
             os.mkdir(name, 0o755, dir_fd=parent_fd)
         _set_metadata(None, parent_fd, name, info, as_root)
         directories.append((parts, info))
         return
-    _remove(parent_fd, name)
+    remove_entry(parent_fd, name)
     if info.isreg():
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
                      dir_fd=parent_fd)

@@ -6,9 +6,9 @@ a dot or colon, or ``localhost``, names a registry (``localhost:5000/lab/app:1``
 """
 
 import re
-from dataclasses import dataclass
 
 from ..errors import UsageError
+from ..record import Record
 
 DEFAULT_REGISTRY = "docker.io"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -16,12 +16,17 @@ _TAG = re.compile(r"[\w][\w.-]{0,127}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-@dataclass(frozen=True)
-class Reference:
-    registry: str
-    repository: str
-    tag: str | None = "latest"
-    digest: str | None = None
+class Reference(Record):
+    """A parsed image name: registry, repository, and a tag and/or a digest."""
+
+    __slots__ = ("registry", "repository", "tag", "digest")
+
+    def __init__(self, registry: str, repository: str, tag: str | None = "latest",
+                 digest: str | None = None):
+        self.registry = registry        # e.g. "docker.io", "localhost:5000"
+        self.repository = repository    # e.g. "library/busybox"
+        self.tag = tag
+        self.digest = digest
 
     @property
     def name(self) -> str:

@@ -20,10 +20,10 @@ Spec: image-spec image-layout.md, manifest.md, config.md.
 
 import json
 import os
-from dataclasses import dataclass, field
 
 from ..errors import ImageError, ImageNotFound
 from ..paths import atomic_write
+from ..record import Record
 from . import reference
 
 # Packing and unpacking (tarfile, gzip, hashlib) are imported where they are used:
@@ -37,22 +37,29 @@ NAME_ANNOTATION = "io.containerd.image.name"
 TAG_ANNOTATION = "org.opencontainers.image.ref.name"
 
 
-@dataclass(frozen=True)
-class LayerInfo:
-    digest: str      # sha256 of the compressed blob
-    diff_id: str     # sha256 of the uncompressed tar
-    size: int
+class LayerInfo(Record):
+    """One layer of an image, as its manifest and config name it."""
+
+    __slots__ = ("digest", "diff_id", "size")
+
+    def __init__(self, digest: str, diff_id: str, size: int):
+        self.digest = digest      # sha256 of the compressed blob
+        self.diff_id = diff_id    # sha256 of the uncompressed tar
+        self.size = size          # bytes of the compressed blob
 
 
-@dataclass
-class Image:
+class Image(Record):
     """A tagged image: its manifest, its config and its layers (bottom first)."""
 
-    name: str                 # familiar reference, e.g. "busybox:latest"
-    manifest_digest: str
-    config_digest: str
-    config: dict
-    layers: list[LayerInfo] = field(default_factory=list)
+    __slots__ = ("name", "manifest_digest", "config_digest", "config", "layers")
+
+    def __init__(self, name: str, manifest_digest: str, config_digest: str, config: dict,
+                 layers: list[LayerInfo] | None = None):
+        self.name = name                        # familiar reference, e.g. "busybox:latest"
+        self.manifest_digest = manifest_digest
+        self.config_digest = config_digest
+        self.config = config                    # the image config (OCI config.md)
+        self.layers = layers or []
 
     @property
     def id(self) -> str:

@@ -72,10 +72,9 @@ def pivot_into(new_root: str) -> None:
     ``pivot_root(".", ".")`` stacks the old root on top of the new one at the
     same place; unmounting ``.`` with MNT_DETACH then removes it, leaving no
     path back to the host (the trick runc uses, see man 2 pivot_root NOTES).
-    The new root must itself be a mount point, hence the bind when it is not.
+    The new root must itself be a mount point (EINVAL otherwise): bind-mount a
+    plain directory onto itself first.
     """
-    if not is_mount_point(new_root):
-        bind(new_root, new_root)
     os.chdir(new_root)
     syscalls.pivot_root(".", ".")
     syscalls.umount(".", MNT_DETACH)

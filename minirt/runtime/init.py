@@ -8,7 +8,7 @@ Read ``container_init`` top to bottom: each line is one step of a container star
 """
 
 import os
-import signal
+import _signal as signal  # the C module under `signal`: same calls, no enums to build (~1 ms)
 import stat
 
 from ..errors import CommandNotExecutable, CommandNotFound
@@ -103,17 +103,19 @@ def attach_stdio(stdio: tuple[int, int, int], tty: bool) -> None:
             os.set_inheritable(target, True)
 
 
-def reset_signals() -> None:
-    """Undo Python's signal set-up: an ignored signal stays ignored across exec.
+# Signals set to "ignore" on our side of the exec: Python ignores SIGPIPE and
+# SIGXFSZ, and the helper process ignores the ones the parent forwards.
+IGNORED_BY_US = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                 signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
-    Python ignores SIGPIPE and SIGXFSZ; left so, ``yes | head`` in the
-    container would never end. Our parent ignored a few more while it waited.
+
+def reset_signals() -> None:
+    """Give the command default signal handling.
+
+    Caught signals reset to default at execve(2) by themselves, but an
+    *ignored* signal stays ignored: left so, ``yes | head`` in the container
+    would never end (SIGPIPE) and Ctrl-C would do nothing.
     """
-    for number in range(1, signal.NSIG):
-        if number in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
-            signal.signal(number, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass
+    for number in IGNORED_BY_US:
+        signal.signal(number, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])

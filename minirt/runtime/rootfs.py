@@ -11,7 +11,6 @@ disappears with the container and never needs unmounting from the host.
 """
 
 import os
-import shutil
 import stat
 
 from ..errors import ContainerStartError
@@ -53,6 +52,7 @@ def copy_layers(bottom_first: list[str], dest: str) -> None:
     Upper layers overwrite lower ones; an overlay whiteout (a 0/0 character
     device) deletes the lower file, as overlayfs would hide it.
     """
+    import shutil
     for layer in bottom_first:
         for directory, subdirs, files in os.walk(layer):
             relative = os.path.relpath(directory, layer)
@@ -86,6 +86,7 @@ def _is_opaque(directory: str) -> bool:
 
 
 def _remove_path(path: str) -> None:
+    import shutil
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
     elif os.path.lexists(path):

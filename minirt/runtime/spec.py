@@ -1,60 +1,66 @@
 """What a container is made of, as plain data (cf. the OCI runtime spec's config.json)."""
 
 import os
-from dataclasses import dataclass, field
 
 from ..kernel.cgroups import Limits
 from ..kernel.namespaces import CONTAINER_NAMESPACES
+from ..record import Record
 
 
-@dataclass(frozen=True)
-class Volume:
+class Volume(Record):
     """A host path made visible inside the container (``-v HOST:PATH[:ro]``)."""
 
-    source: str
-    target: str
-    readonly: bool = False
+    __slots__ = ("source", "target", "readonly")
+
+    def __init__(self, source: str, target: str, readonly: bool = False):
+        self.source = source
+        self.target = target
+        self.readonly = readonly
 
 
-@dataclass
-class ContainerSpec:
+class ContainerSpec(Record):
     """Everything the runtime needs to start one container."""
 
-    id: str
-    layers: list[str]                 # image layer directories, top first
-    command: list[str]                # argv inside the container
-    env: dict[str, str] = field(default_factory=dict)
-    workdir: str = "/"
-    hostname: str = ""
-    volumes: list[Volume] = field(default_factory=list)
-    limits: Limits = field(default_factory=Limits)
-    namespaces: tuple[str, ...] = CONTAINER_NAMESPACES
-    tty: bool = False                 # -t: give the command a pseudo-terminal
-    stdin: bool = False               # -i: keep stdin open to the command
-    storage: str = "overlay"          # "overlay", or "copy" where overlayfs is missing
-    name: str = ""
-    image: str = ""
+    __slots__ = ("id", "layers", "command", "env", "workdir", "hostname", "volumes", "limits",
+                 "namespaces", "tty", "stdin", "storage", "name", "image")
+
+    def __init__(self, id: str, layers: list[str], command: list[str],
+                 env: dict[str, str] | None = None, workdir: str = "/", hostname: str = "",
+                 volumes: list[Volume] | None = None, limits: Limits | None = None,
+                 namespaces: tuple[str, ...] = CONTAINER_NAMESPACES, tty: bool = False,
+                 stdin: bool = False, storage: str = "overlay", name: str = "", image: str = ""):
+        self.id = id
+        self.layers = layers            # image layer directories, top first
+        self.command = command          # argv inside the container
+        self.env = env or {}
+        self.workdir = workdir
+        self.hostname = hostname
+        self.volumes = volumes or []
+        self.limits = limits or Limits()
+        self.namespaces = namespaces
+        self.tty = tty                  # -t: give the command a pseudo-terminal
+        self.stdin = stdin              # -i: keep stdin open to the command
+        self.storage = storage          # "overlay", or "copy" where overlayfs is missing
+        self.name = name
+        self.image = image
 
     def to_dict(self) -> dict:
-        return {
-            "id": self.id, "name": self.name, "image": self.image, "layers": self.layers,
-            "command": self.command, "env": self.env, "workdir": self.workdir,
-            "hostname": self.hostname,
-            "volumes": [[v.source, v.target, v.readonly] for v in self.volumes],
-            "limits": {"memory": self.limits.memory, "cpus": self.limits.cpus,
-                       "pids": self.limits.pids},
-            "namespaces": list(self.namespaces), "tty": self.tty, "stdin": self.stdin,
-            "storage": self.storage,
-        }
+        d = super().to_dict()
+        d["volumes"] = [v.to_dict() for v in self.volumes]
+        d["limits"] = self.limits.to_dict()
+        d["namespaces"] = list(self.namespaces)
+        return d
 
 
-@dataclass
-class ExitStatus:
+class ExitStatus(Record):
     """How a container ended: docker's exit code convention, plus OOMKilled."""
 
-    exit_code: int
-    oom_killed: bool = False
-    signal: int | None = None
+    __slots__ = ("exit_code", "oom_killed", "signal")
+
+    def __init__(self, exit_code: int, oom_killed: bool = False, signal: int | None = None):
+        self.exit_code = exit_code
+        self.oom_killed = oom_killed
+        self.signal = signal
 
     @classmethod
     def from_wait_status(cls, status: int) -> "ExitStatus":

@@ -10,7 +10,6 @@
 """
 
 import os
-import selectors
 
 
 class Passthrough:
@@ -55,6 +54,7 @@ class Capture:
 
     def pump(self) -> None:
         """Collect output until the container closes both streams."""
+        import selectors
         chunks = {self.out_r: [], self.err_r: []}
         with selectors.DefaultSelector() as selector:
             for fd in chunks:
@@ -125,6 +125,7 @@ class Terminal:
 
     def pump(self) -> None:
         """Copy our stdin to the terminal and the terminal to our stdout until it closes."""
+        import selectors
         with selectors.DefaultSelector() as selector:
             selector.register(self.master, selectors.EVENT_READ)
             if self.interactive:

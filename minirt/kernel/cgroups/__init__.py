@@ -14,22 +14,24 @@ Either way a container's cgroup lives at ``<tree>/minirt/<container id>``.
 
 import os
 import re
-from dataclasses import dataclass
-
 from ...errors import CgroupError, UsageError
+from ...record import Record
 
 CGROUP_PARENT = "minirt"
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(Record):
     """What a container may use. ``None`` means unlimited."""
 
-    memory: int | None = None    # bytes of RAM (no swap on top)
-    cpus: float | None = None    # CPUs' worth of time per period, e.g. 0.5
-    pids: int | None = None      # most processes and threads at once
+    __slots__ = ("memory", "cpus", "pids")
+
+    def __init__(self, memory: int | None = None, cpus: float | None = None,
+                 pids: int | None = None):
+        self.memory = memory    # bytes of RAM (no swap on top)
+        self.cpus = cpus        # CPUs' worth of time per period, e.g. 0.5
+        self.pids = pids        # most processes and threads at once
 
     @classmethod
     def parse(cls, memory: str | int | None = None, cpus: str | float | None = None,
@@ -136,9 +138,9 @@ def mounted_hierarchies() -> dict[str, str]:
     return found
 
 
-def cgroup_version() -> int:
+def cgroup_version(found: dict[str, str] | None = None) -> int:
     """2 when memory, cpu and pids are all on cgroup v2 (or there is no v1 at all), else 1."""
-    found = mounted_hierarchies()
+    found = found or mounted_hierarchies()
     if "unified" in found and not any(c in found for c in ("memory", "cpu", "pids")):
         return 2
     return 1 if any(c in found for c in ("memory", "cpu", "pids")) else 2
@@ -146,9 +148,9 @@ def cgroup_version() -> int:
 
 def open_driver(version: int | None = None, **options):
     """The cgroup driver for this machine: ``V1Driver`` or ``V2Driver``."""
-    version = version or cgroup_version()
-    if version == 2:
+    found = mounted_hierarchies()
+    if (version or cgroup_version(found)) == 2:
         from .v2 import V2Driver
-        return V2Driver(**options)
+        return V2Driver(mount_point=found.get("unified"), **options)
     from .v1 import V1Driver
-    return V1Driver(**options)
+    return V1Driver(hierarchies=found, **options)

@@ -7,7 +7,7 @@ rmdir(2) once no process is left in it.
 
 import errno
 import os
-import signal
+import _signal as signal  # the C module under `signal`: same calls, no enums to build (~1 ms)
 import time
 
 from ...errors import CgroupError
