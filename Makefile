@@ -15,7 +15,7 @@ lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --nbmake tests notebooks $(PYTEST_ARGS)
 
 setup: system venv bytecode image
 
