@@ -109,7 +109,7 @@ class Engine:
         process = ContainerProcess(spec, container_dir, self.cgroups, recorder)
         try:
             with forwarded_signals(process):
-                process.launch(stdio.child_fds())
+                process.launch(stdio.child_fds(), stdio.console_socket)
                 self._write_container(container_dir, spec)  # while the sandbox is built
                 process.wait_until_running()
                 stdio.after_start()

@@ -51,12 +51,12 @@ class ContainerProcess:
         self.channel: Channel | None = None
 
     # --- starting --------------------------------------------------------------
-    def start(self, stdio: tuple[int, int, int]) -> None:
+    def start(self, stdio: tuple[int, int, int], console_socket: int = -1) -> None:
         """Create the cgroup, fork, and return once the command is running."""
-        self.launch(stdio)
+        self.launch(stdio, console_socket)
         self.wait_until_running()
 
-    def launch(self, stdio: tuple[int, int, int]) -> None:
+    def launch(self, stdio: tuple[int, int, int], console_socket: int = -1) -> None:
         """Create the cgroup and the container's directories, and fork the helper.
 
         Returns at once: the container builds its sandbox while the caller
@@ -67,6 +67,7 @@ class ContainerProcess:
             self.cgroup.apply(self.spec.limits)
             rootfs.prepare(self.spec, self.container_dir, self.trace)
             self.channel = Channel()
+            self.console_socket = console_socket
             self.helper_pid = traced_fork(self.trace, "helper")
             if self.helper_pid == 0:
                 self._run_helper(self.channel, stdio)  # never returns
@@ -126,7 +127,7 @@ class ContainerProcess:
                 self._run_init(channel, stdio, trace)  # never returns
             channel.send(pid=init_pid)
             os.close(channel.write_fd)
-            for fd in set(stdio) - {0, 1, 2}:
+            for fd in (set(stdio) | {self.console_socket}) - {0, 1, 2, -1}:
                 os.close(fd)
             _, status = os.waitpid(init_pid, 0)
             code = ExitStatus.from_wait_status(status).exit_code
@@ -138,7 +139,8 @@ class ContainerProcess:
     def _run_init(self, channel: Channel, stdio, trace) -> None:
         code = 125
         try:
-            container_init(self.spec, self.container_dir, channel, stdio, trace)
+            container_init(self.spec, self.container_dir, channel, stdio, trace,
+                           self.console_socket)
         except BaseException as e:
             code = getattr(e, "exit_code", 125)
             _report(channel, e)

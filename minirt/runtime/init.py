@@ -5,6 +5,9 @@ UTS, IPC, network and cgroup namespaces and inside the container's cgroup. It
 finishes the sandbox and then replaces itself with the user's command through
 execve(2), so no Python stays behind in a running container.
 Read ``container_init`` top to bottom: each line is one step of a container start.
+
+Everything this code uses is imported before ``pivot_root``: after it, the
+host's files (Python's own modules included) are out of reach.
 """
 
 import os
@@ -13,12 +16,13 @@ import stat
 
 from ..errors import CommandNotExecutable, CommandNotFound
 from ..kernel import mounts, netdev, syscalls
-from . import rootfs
+from . import console, rootfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def container_init(spec, container_dir: str, channel, stdio: tuple[int, int, int], trace) -> None:
+def container_init(spec, container_dir: str, channel, stdio: tuple[int, int, int], trace,
+                   console_socket: int = -1) -> None:
     """Become the container: mounts, pivot_root, hostname, loopback, then exec."""
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)  # die if our parent dies
     with trace.step("mount propagation", target="/", flags="MS_REC|MS_PRIVATE"):
@@ -26,6 +30,9 @@ def container_init(spec, container_dir: str, channel, stdio: tuple[int, int, int
     root = rootfs.mount_root(spec, container_dir, trace)
     rootfs.mount_volumes(spec, root, trace)
     rootfs.mount_system(root, trace, use_mknod=os.geteuid() == 0 and "user" not in spec.namespaces)
+    if spec.tty:
+        with trace.step("open console", device="/dev/pts/ptmx"):
+            stdio = make_console(os.path.join(root, "dev"), console_socket)
     with trace.step("pivot_root", new_root=root, old_root="detached"):
         mounts.pivot_into(root)
     if "uts" in spec.namespaces and spec.hostname:
@@ -54,6 +61,14 @@ def container_init(spec, container_dir: str, channel, stdio: tuple[int, int, int
     except OSError as e:
         raise CommandNotExecutable(f"cannot execute {spec.command[0]!r} in the container: "
                                    f"{e.strerror}") from None
+
+
+def make_console(dev: str, console_socket: int) -> tuple[int, int, int]:
+    """Create the terminal in the container's devpts and hand its master to the parent."""
+    master, slave = console.open_console(dev)
+    console.send_fd(console_socket, master)
+    os.close(master)
+    return (slave, slave, slave)
 
 
 def container_env(spec) -> dict[str, str]:
@@ -93,9 +108,7 @@ def attach_stdio(stdio: tuple[int, int, int], tty: bool) -> None:
     """
     os.setsid()
     if tty:
-        import fcntl
-        import termios
-        fcntl.ioctl(stdio[0], termios.TIOCSCTTY, 0)
+        console.make_controlling_terminal(stdio[0])
     for target, fd in enumerate(stdio):
         if fd != target:
             os.dup2(fd, target, inheritable=True)

@@ -13,6 +13,8 @@ import os
 
 
 class Passthrough:
+    console_socket = -1
+
     def __init__(self, interactive: bool):
         self.stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
@@ -36,6 +38,8 @@ class Passthrough:
 
 
 class Capture:
+    console_socket = -1
+
     def __init__(self, input: bytes | None = None):
         self.input = input
         self.stdin_r, self.stdin_w = os.pipe2(os.O_CLOEXEC) if input is not None else (
@@ -97,31 +101,40 @@ class Capture:
 
 
 class Terminal:
+    """``-t``: the command gets a terminal made inside the container (see ``console``)."""
+
     def __init__(self, interactive: bool):
-        import fcntl
-        import termios
-        import tty
+        import socket
         self.interactive = interactive
-        self.master, self.slave = os.openpty()
-        os.set_inheritable(self.master, False)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.socket, self.console_socket = ours.detach(), theirs.detach()
+        os.set_inheritable(self.socket, False)
+        self.null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        self.master = -1
         self.saved = None
-        if os.isatty(0):
-            try:  # the container's terminal gets our window size
-                size = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
-                fcntl.ioctl(self.slave, termios.TIOCSWINSZ, size)
-            except OSError:
-                pass
-            if interactive:
-                self.saved = termios.tcgetattr(0)
-                tty.setraw(0)
         self.output = self.errors = b""
 
     def child_fds(self) -> tuple[int, int, int]:
-        return (self.slave, self.slave, self.slave)
+        return (self.null, self.null, self.null)  # replaced by the terminal inside
 
     def after_start(self) -> None:
-        os.close(self.slave)
-        self.slave = -1
+        import fcntl
+        import termios
+        import tty
+        from .console import receive_fd
+        os.close(self.console_socket)
+        self.console_socket = -1
+        self.master = receive_fd(self.socket)
+        if os.isatty(0):
+            try:  # the container's terminal gets our window size
+                size = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
+                fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
+            except OSError:
+                pass
+            # Raw mode: keys (Ctrl-C too) go to the container's terminal as bytes,
+            # and its output is not translated a second time by ours.
+            self.saved = termios.tcgetattr(0)
+            tty.setraw(0)
 
     def pump(self) -> None:
         """Copy our stdin to the terminal and the terminal to our stdout until it closes."""
@@ -152,7 +165,7 @@ class Terminal:
             import termios
             termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
             self.saved = None
-        for fd in (self.master, self.slave):
+        for fd in (self.master, self.socket, self.console_socket, self.null):
             if fd >= 0:
                 os.close(fd)
-        self.master = self.slave = -1
+        self.master = self.socket = self.console_socket = self.null = -1
