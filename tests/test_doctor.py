@@ -12,7 +12,7 @@ import sys
 
 from conftest import require
 from minirt import doctor
-from minirt.kernel import namespaces
+from minirt.kernel import mounts, namespaces
 
 NOBODY = 65534
 
@@ -81,7 +81,12 @@ def test_an_ordinary_user_with_user_namespaces_is_rootless():
     require(os.geteuid() == 0, "needs root to become another user")
     with open("/proc/sys/user/max_user_namespaces") as f:
         require(int(f.read()) > 0, "user namespaces are disabled on this machine")
-    report = probe_in_child(drop_to_nobody)
+
+    def ordinary_user_outside_any_chroot():
+        mounts.leave_chroot()  # the kernel refuses user namespaces inside a chroot
+        drop_to_nobody()
+
+    report = probe_in_child(ordinary_user_outside_any_chroot)
     assert report["tier"] == "rootless"
     assert checks(report)["euid"]["value"] == str(NOBODY)
     assert checks(report)["user namespaces"]["ok"]
@@ -89,44 +94,44 @@ def test_an_ordinary_user_with_user_namespaces_is_rootless():
 
 
 def test_no_user_namespaces_means_unprivileged():
+    """Binder's situation: an ordinary user who may not create user namespaces."""
     require(os.geteuid() == 0, "needs root to build the unprivileged setting")
-    ready_r, ready_w = os.pipe()
-    mapped_r, mapped_w = os.pipe()
 
-    def enter_a_namespace_without_user_namespaces():
-        # Our own user namespace (ids mapped 1:1), where we set the limit on
-        # nested user namespaces to 0, then drop to nobody: like Binder.
-        namespaces.unshare(["user"])
-        os.write(ready_w, b"1")
-        os.read(mapped_r, 1)
+    def lose_user_namespaces():
+        # Our own user namespace, ids mapped 1:1 (uid_map written from inside
+        # is limited to one id, so map via a helper process that is still root
+        # outside); in it, nested user namespaces are capped at 0; then drop to nobody.
+        mounts.leave_chroot()
+        map_ids_one_to_one_in_new_user_namespace()
         with open("/proc/sys/user/max_user_namespaces", "w") as f:
             f.write("0")
         drop_to_nobody()
 
-    pid_holder = {}
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        try:
-            enter_a_namespace_without_user_namespaces()
-            data = json.dumps(doctor.probe().to_dict()).encode()
-        except BaseException as e:
-            data = json.dumps({"error": repr(e)}).encode()
-        with os.fdopen(write_fd, "wb") as f:
-            f.write(data)
-        os._exit(0)
-    os.close(write_fd)
-    pid_holder["pid"] = pid
-    os.read(ready_r, 1)
-    for name in ("uid_map", "gid_map"):
-        with open(f"/proc/{pid}/{name}", "w") as f:
-            f.write("0 0 4294967295")
-    os.write(mapped_w, b"1")
-    with os.fdopen(read_fd, "rb") as f:
-        report = json.loads(f.read())
-    os.waitpid(pid, 0)
-    assert "error" not in report, report
+    report = probe_in_child(lose_user_namespaces)
     assert report["tier"] == "unprivileged"
     assert not checks(report)["user namespaces"]["ok"]
     assert not checks(report)["container namespaces"]["ok"]
+
+
+def map_ids_one_to_one_in_new_user_namespace() -> None:
+    """unshare(CLONE_NEWUSER), with uid/gid maps written by a forked helper."""
+    ready_r, ready_w = os.pipe()
+    helper = os.fork()
+    if helper == 0:  # still in the parent user namespace, with its privileges
+        code = 1
+        try:
+            os.close(ready_w)
+            os.read(ready_r, 1)
+            for name in ("uid_map", "gid_map"):
+                with open(f"/proc/{os.getppid()}/{name}", "w") as f:
+                    f.write("0 0 4294967295")
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_r)
+    namespaces.unshare(["user"])
+    os.write(ready_w, b"1")
+    os.close(ready_w)
+    _, status = os.waitpid(helper, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise OSError("could not write the uid/gid maps")

@@ -10,6 +10,7 @@ The order matters and each step has a reason:
    host's files; ``chroot`` alone can be escaped (see the escape test).
 """
 
+import errno
 import os
 
 from . import syscalls
@@ -18,8 +19,24 @@ from .syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_P
 
 
 def make_private(path: str = "/") -> None:
-    """Stop mount events propagating between this namespace and the host."""
-    syscalls.mount("none", path, "", MS_REC | MS_PRIVATE)
+    """Stop mount events propagating between this namespace and the host.
+
+    In a chroot, "/" is not a mount point and the kernel refuses (EINVAL): then
+    we do it from the namespace's real root and come back (``leave_chroot``).
+    """
+    try:
+        syscalls.mount("none", path, "", MS_REC | MS_PRIVATE)
+    except OSError as e:
+        if e.errno != errno.EINVAL or path != "/":
+            raise
+        chroot_dir = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            leave_chroot()
+            syscalls.mount("none", "/", "", MS_REC | MS_PRIVATE)
+            os.fchdir(chroot_dir)
+            os.chroot(".")
+        finally:
+            os.close(chroot_dir)
 
 
 def overlay(lower_dirs, upper: str, work: str, target: str) -> None:
@@ -74,11 +91,36 @@ def pivot_into(new_root: str) -> None:
     path back to the host (the trick runc uses, see man 2 pivot_root NOTES).
     The new root must itself be a mount point (EINVAL otherwise): bind-mount a
     plain directory onto itself first.
+
+    pivot_root also needs the *current* root to be a mount point, which it is
+    not when minirt itself runs in a chroot (a build root, some CI systems).
+    Joining our own mount namespace again with setns(2) resets our root to the
+    namespace's real root, after which the pivot works as usual.
     """
-    os.chdir(new_root)
-    syscalls.pivot_root(".", ".")
+    target = os.open(new_root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fchdir(target)
+        try:
+            syscalls.pivot_root(".", ".")
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            leave_chroot()
+            os.fchdir(target)
+            syscalls.pivot_root(".", ".")
+    finally:
+        os.close(target)
     syscalls.umount(".", MNT_DETACH)
     os.chdir("/")
+
+
+def leave_chroot() -> None:
+    """Set our root back to the root of our mount namespace (see ``pivot_into``)."""
+    fd = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+    try:
+        syscalls.setns(fd, 0x00020000)  # CLONE_NEWNS
+    finally:
+        os.close(fd)
 
 
 def is_mount_point(path: str) -> bool:
