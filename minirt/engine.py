@@ -69,6 +69,8 @@ class Engine:
                     tty=False, stdin=False, storage=None) -> ContainerSpec:
         """Check every argument and build the spec; nothing is written yet."""
         limits = Limits.parse(memory, cpus, pids_limit)
+        if name is not None:
+            self._check_name_free(name)
         parsed_volumes = [parse_volume(v) if isinstance(v, str) else v for v in volumes]
         parsed_env = parse_env(env)
         found = self.images.resolve(image)
@@ -90,6 +92,29 @@ class Engine:
             hostname=hostname or container_id[:12], volumes=parsed_volumes, limits=limits,
             tty=tty, stdin=stdin, storage=storage, name=name or container_id[:12],
             image=found.name)
+
+    def _check_name_free(self, name: str) -> None:
+        """Docker's rule: a name is [a-zA-Z0-9][a-zA-Z0-9_.-]* and used by one container."""
+        if not name or not name[0].isalnum() or not all(c.isalnum() or c in "_.-" for c in name):
+            raise UsageError(f"invalid container name {name!r}: use letters, digits and _ . - "
+                             "(starting with a letter or digit)")
+        for other in self.containers():
+            if other.get("name") == name:
+                raise UsageError(f"the container name {name!r} is already in use by container "
+                                 f"{other['id'][:12]}: choose another name or remove that one")
+
+    def containers(self) -> list[dict]:
+        """The config of every container on disk (running, or exited without --rm)."""
+        import json
+        found = []
+        if os.path.isdir(self.containers_dir):
+            for entry in os.listdir(self.containers_dir):
+                try:
+                    with open(os.path.join(self.containers_dir, entry, "config.json")) as f:
+                        found.append(json.load(f))
+                except (OSError, ValueError):
+                    pass  # being created or removed right now
+        return found
 
     def run(self, image: str, command=None, *, remove: bool = True, capture: bool = True,
             input: bytes | None = None, trace: bool = False, stdio=None, **options) -> RunResult:

@@ -86,3 +86,21 @@ def test_unsafe_tarball_is_refused_and_nothing_is_written(engine, state_root, tm
     assert sorted(os.listdir(os.path.join(state_root, "layers"))) == before
     assert not [n for n in os.listdir(state_root) if n.startswith(".import-")]
     assert minirt_cli("run", "--rm", "evil:1", "true", state_root=state_root).returncode == 125
+
+
+def test_container_names_are_unique_and_well_formed(engine, state_root):
+    from conftest import container_init_pid, minirt_popen
+    import signal
+    first = minirt_popen("run", "--rm", "--name", "web", "busybox", "sleep", "30",
+                         state_root=state_root)
+    try:
+        container_init_pid(engine)
+        clash = minirt_cli("run", "--rm", "--name", "web", "busybox", "true", state_root=state_root)
+        assert_one_line_error(clash, 125, "'web'", "already in use")
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=10)
+    assert minirt_cli("run", "--rm", "--name", "web", "busybox", "true",
+                      state_root=state_root).returncode == 0, "free again once removed"
+    bad = minirt_cli("run", "--rm", "--name", "-bad name", "busybox", "true", state_root=state_root)
+    assert bad.returncode != 0

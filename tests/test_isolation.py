@@ -7,7 +7,7 @@ import socket
 import time
 
 from conftest import container_init_pid, minirt_popen
-from minirt.kernel import namespaces, syscalls
+from minirt.kernel import mounts, namespaces, syscalls
 
 
 def run(engine, *command, **options):
@@ -102,8 +102,34 @@ def test_copy_storage_also_isolates_writes(engine):
     assert tree_digest(engine.images.unpacked_layers(image)[0]) == before
 
 
-def classic_chroot_escape(marker: str, confine) -> bool:
+def host_root_identity() -> str:
+    """Device and inode of "/" as this process sees it."""
+    st = os.stat("/")
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def in_child(action) -> str:
+    """Run ``action`` in a forked child from the host mount namespace's real root."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            mounts.leave_chroot()
+            os.write(write_fd, action().encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    answer = os.read(read_fd, 200).decode()
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+    return answer
+
+
+def classic_chroot_escape(confine) -> bool:
     """The classic chroot escape, run in a child; True when it reached the host's root.
+
+    "The host's root" is the root of the host's mount namespace, compared by
+    device and inode (so this also holds when the tests themselves run in a chroot).
 
     ``confine()`` first puts the child where a program in a container would be.
     Then: mkdir a dir and chroot into it without chdir, so our cwd is outside
@@ -111,6 +137,7 @@ def classic_chroot_escape(marker: str, confine) -> bool:
     ``chroot(".")`` makes it ours. This beats chroot alone. After pivot_root
     with the old root detached, no host / is left in the mount namespace.
     """
+    host_root = in_child(host_root_identity)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -122,7 +149,7 @@ def classic_chroot_escape(marker: str, confine) -> bool:
             for _ in range(64):
                 os.chdir("..")
             os.chroot(".")
-            result = b"1" if os.path.exists(marker) else b"0"
+            result = b"1" if host_root_identity() == host_root else b"0"
         except BaseException as e:
             result = f"error {e}".encode()
         finally:
@@ -137,8 +164,6 @@ def classic_chroot_escape(marker: str, confine) -> bool:
 
 
 def test_chroot_escape_cannot_reach_the_host_root(engine, state_root, tmp_path):
-    marker = f"/var/tmp/minirt-host-marker-{os.getpid()}"
-    open(marker, "w").close()
     jail = tmp_path / "jail"
     jail.mkdir()
     cli = minirt_popen("run", "--rm", "busybox", "sleep", "30", state_root=state_root)
@@ -152,9 +177,25 @@ def test_chroot_escape_cannot_reach_the_host_root(engine, state_root, tmp_path):
         def enter_container():  # setns(2) into its mount namespace: / and cwd become its root
             syscalls.setns(os.open(f"/proc/{host_pid}/ns/mnt", os.O_RDONLY), namespaces.FLAGS["mnt"])
 
-        assert classic_chroot_escape(marker, chroot_into_jail), "control: chroot alone is escapable"
-        assert not classic_chroot_escape(marker, enter_container)
+        assert classic_chroot_escape(chroot_into_jail), "control: chroot alone is escapable"
+        assert not classic_chroot_escape(enter_container)
     finally:
-        os.unlink(marker)
         cli.send_signal(signal.SIGTERM)
         cli.communicate(timeout=10)
+
+
+def test_proc_and_sys_are_read_only_and_dev_is_minimal(engine):
+    out = run(engine, "sh", "-c",
+              "echo 1 > /proc/sys/kernel/hostname 2>/dev/null && echo proc-writable; "
+              "touch /sys/x 2>/dev/null && echo sys-writable; ls /dev; echo hi > /dev/null && echo null-ok")
+    assert "writable" not in out
+    listing = set(out.split())
+    assert {"null", "zero", "full", "random", "urandom", "tty", "pts", "shm", "ptmx",
+            "fd", "stdin", "stdout", "stderr"} <= listing
+    assert not listing & {"vda", "sda", "mem", "kmsg", "kvm"}, "no host devices"
+    assert "null-ok" in listing
+
+
+def test_the_image_root_is_what_the_container_sees(engine):
+    assert run(engine, "cat", "/etc/hostname").strip() == "busybox"
+    assert run(engine, "sh", "-c", "test -e /work || test -e /var/tmp/minirt-test-* || echo clean").strip() == "clean"

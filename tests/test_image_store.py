@@ -1,0 +1,159 @@
+"""The image store: an OCI image layout on disk, and layers unpacked safely."""
+
+import hashlib
+import io
+import json
+import os
+import stat
+import tarfile
+
+import pytest
+
+from minirt.errors import ImageError, ImageNotFound
+from minirt.image import layer, reference
+from minirt.image.store import ImageStore
+
+
+def sha256_file(path) -> str:
+    with open(path, "rb") as f:
+        return "sha256:" + hashlib.sha256(f.read()).hexdigest()
+
+
+def test_store_is_an_oci_image_layout(image_store):
+    layout = image_store.layout
+    assert json.load(open(os.path.join(layout, "oci-layout"))) == {"imageLayoutVersion": "1.0.0"}
+    index = json.load(open(os.path.join(layout, "index.json")))
+    [entry] = [m for m in index["manifests"]
+               if m["annotations"]["io.containerd.image.name"] == "docker.io/library/busybox:latest"]
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == "latest"
+    blobs = os.path.join(layout, "blobs", "sha256")
+    for name in os.listdir(blobs):
+        assert sha256_file(os.path.join(blobs, name)) == "sha256:" + name, "content-addressed"
+    manifest = json.load(open(os.path.join(blobs, entry["digest"].split(":")[1])))
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
+    config = json.load(open(os.path.join(blobs, manifest["config"]["digest"].split(":")[1])))
+    assert config["os"] == "linux" and config["rootfs"]["type"] == "layers"
+    assert len(config["rootfs"]["diff_ids"]) == len(manifest["layers"]) == 1
+
+
+def test_busybox_image_is_a_real_root_filesystem(image_store):
+    image = image_store.resolve("busybox")
+    root = image_store.unpacked_layers(image)[0]
+    assert os.path.isfile(os.path.join(root, "bin", "busybox"))
+    assert os.readlink(os.path.join(root, "bin", "sh")) == "/bin/busybox"
+    assert len(os.listdir(os.path.join(root, "bin"))) > 50, "one link per applet"
+    assert "root:x:0:0" in open(os.path.join(root, "etc", "passwd")).read()
+    assert os.path.isfile(os.path.join(root, "etc", "group"))
+    assert open(os.path.join(root, "etc", "hostname")).read().strip() == "busybox"
+    assert stat.S_IMODE(os.stat(os.path.join(root, "tmp")).st_mode) == 0o1777
+    assert image.run_config["Cmd"] == ["sh"]
+
+
+def test_layer_dir_is_named_by_diff_id_and_matches_it(image_store):
+    image = image_store.resolve("busybox")
+    info = image.layers[0]
+    assert image_store.layer_dir(info.diff_id).endswith(info.diff_id.split(":")[1])
+    import gzip
+    with gzip.open(image_store.blob_path(info.digest)) as f:
+        assert "sha256:" + hashlib.sha256(f.read()).hexdigest() == info.diff_id
+
+
+def test_references_follow_dockers_grammar():
+    assert str(reference.parse("busybox")) == "docker.io/library/busybox:latest"
+    assert reference.parse("busybox").familiar == "busybox:latest"
+    ref = reference.parse("localhost:5000/lab/app:1")
+    assert (ref.registry, ref.repository, ref.tag) == ("localhost:5000", "lab/app", "1")
+    assert reference.parse("quay.io/a/b@sha256:" + "0" * 64).tag is None
+    for bad in ("UPPER", "a//b", "x:bad tag", "x@sha256:zz"):
+        with pytest.raises(Exception):
+            reference.parse(bad)
+
+
+def test_unknown_image_is_a_clear_error(image_store):
+    with pytest.raises(ImageNotFound, match="not found locally"):
+        image_store.resolve("nothing-here:1")
+
+
+def tar_bytes(members) -> io.BytesIO:
+    """Build a tar from (TarInfo, data) pairs."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    buffer.seek(0)
+    return buffer
+
+
+def member(name, kind=tarfile.REGTYPE, data=b"", linkname="", mode=0o644):
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.linkname = kind, mode, linkname
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    return info, (data if kind == tarfile.REGTYPE else None)
+
+
+@pytest.mark.parametrize("members, why", [
+    ([member("/etc/passwd", data=b"x")], "absolute"),
+    ([member("a/../../outside", data=b"x")], ".."),
+    ([member("link", tarfile.SYMTYPE, linkname="/"), member("link/etc/evil", data=b"x")],
+     "symlink"),
+    ([member("dir", tarfile.SYMTYPE, linkname="../.."), member("dir/evil", data=b"x")], "symlink"),
+    ([member("hard", tarfile.LNKTYPE, linkname="../../etc/passwd")], ".."),
+    ([member(".wh.", data=b"")], "whiteout"),
+])
+def test_unpacking_refuses_paths_that_leave_the_layer(tmp_path, members, why):
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    with pytest.raises(ImageError):
+        layer.unpack(tar_bytes(members), str(dest))
+    assert not (tmp_path / "outside").exists() and not (tmp_path / "evil").exists()
+
+
+def test_symlinks_inside_a_layer_are_kept_as_links(tmp_path):
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    layer.unpack(tar_bytes([member("etc/", tarfile.DIRTYPE, mode=0o755),
+                            member("etc/hostname", data=b"box\n"),
+                            member("bin/sh", tarfile.SYMTYPE, linkname="/bin/busybox"),
+                            member("etc/hn", tarfile.LNKTYPE, linkname="etc/hostname")]), str(dest))
+    assert os.readlink(dest / "bin" / "sh") == "/bin/busybox"
+    assert os.stat(dest / "etc" / "hn").st_ino == os.stat(dest / "etc" / "hostname").st_ino
+
+
+def test_device_nodes_in_a_layer_are_skipped(tmp_path):
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    info = tarfile.TarInfo("dev/sda")
+    info.type, info.devmajor, info.devminor = tarfile.BLKTYPE, 8, 0
+    layer.unpack(tar_bytes([(info, None)]), str(dest))
+    assert not (dest / "dev" / "sda").exists()
+
+
+def test_whiteouts_become_overlay_whiteouts(tmp_path):
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    layer.unpack(tar_bytes([member("etc/", tarfile.DIRTYPE, mode=0o755),
+                            member("etc/.wh.motd", data=b""),
+                            member("var/", tarfile.DIRTYPE, mode=0o755),
+                            member("var/.wh..wh..opq", data=b"")]), str(dest))
+    st = os.lstat(dest / "etc" / "motd")
+    assert stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 0 and os.minor(st.st_rdev) == 0
+    assert os.getxattr(dest / "var", "trusted.overlay.opaque") == b"y"
+
+
+def test_a_corrupt_layer_is_refused_and_leaves_no_directory(image_store, tmp_path):
+    store = ImageStore(str(tmp_path / "store"))
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "etc").mkdir(parents=True)
+    (rootfs / "etc" / "motd").write_text("hello\n")
+    image = store.add_rootfs(str(rootfs), "corrupt:1", {"Cmd": ["sh"]}, created_by="test")
+    info = image.layers[0]
+    blob = store.blob_path(info.digest)
+    os.chmod(blob, 0o644)
+    with open(blob, "wb") as f:  # a valid gzip'd tar, but not the layer the config names
+        import gzip
+        f.write(gzip.compress(tar_bytes([member("etc/motd", data=b"tampered\n")]).getvalue()))
+    with pytest.raises(ImageError, match="diff_id"):
+        store.ensure_unpacked(info)
+    assert not os.path.exists(store.layer_dir(info.diff_id))
+    assert not [n for n in os.listdir(store.layers_root) if n.startswith(".unpack-")]
