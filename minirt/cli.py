@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except MinirtError as e:
+        if getattr(args, "trace", None) and getattr(e, "trace", None):
+            print_trace(e.trace, args.trace)
         print(f"minirt: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
@@ -49,7 +51,8 @@ def build_parser(only: str | None = None):
 
 
 # ``minirt run``'s flags, docker's names: (flags, destination, kind, metavar, help).
-# kind: "switch" (no value), "value" (the last one wins), "append" (repeatable).
+# kind: "switch" (no value), "value" (the last one wins), "append" (repeatable),
+# "optional" (a value only as --flag=VALUE).
 RUN_FLAGS = [
     (("--rm",), "rm", "switch", None, "remove the container when it exits"),
     (("--name",), "name", "value", "NAME", "a name for the container"),
@@ -64,6 +67,8 @@ RUN_FLAGS = [
     (("-t", "--tty"), "tty", "switch", None, "allocate a pseudo-terminal"),
     (("--storage",), "storage", "value", "overlay|copy",
      "root filesystem: overlay (default) or a full copy"),
+    (("--trace",), "trace", "optional", "table|json",
+     "print every kernel step the start took, with its cost, to stderr"),
 ]
 
 
@@ -72,8 +77,11 @@ def run_arguments(run) -> None:
     import argparse
     run.add_argument("--help", action="help", help="show this help")
     for flags, dest, kind, metavar, text in RUN_FLAGS:
-        action = {"switch": "store_true", "value": "store", "append": "append"}[kind]
+        action = {"switch": "store_true", "value": "store", "append": "append",
+                  "optional": "store"}[kind]
         extra = {"default": []} if kind == "append" else {}
+        if kind == "optional":  # --trace or --trace=json
+            extra.update(nargs="?", const="table", choices=["table", "json"])
         if kind != "switch":
             extra["metavar"] = metavar
         run.add_argument(*flags, dest=dest, action=action, help=text, **extra)
@@ -110,6 +118,10 @@ def parse_run_quickly(argv: list[str]):
         if word not in by_flag:
             return None  # unknown flag or --help: argparse explains
         dest, kind = by_flag[word]
+        if kind == "optional":
+            values[dest] = attached or "table"
+            i += 1
+            continue
         if kind == "switch":
             if attached is not None:
                 return None
@@ -127,7 +139,8 @@ def parse_run_quickly(argv: list[str]):
         i += 1
     if i >= len(words):
         return None  # no image: argparse prints the usage
-    if values["storage"] not in (None, "overlay", "copy"):
+    if values["storage"] not in (None, "overlay", "copy") or \
+            values["trace"] not in (None, "table", "json"):
         return None
     return SimpleNamespace(**values, image=words[i], command=words[i + 1:], handler=cmd_run)
 
@@ -160,11 +173,19 @@ def cmd_run(args) -> int:
         args.image, args.command, remove=args.rm, stdio=stdio, name=args.name,
         hostname=args.hostname, env=args.env, workdir=args.workdir, volumes=args.volume,
         memory=args.memory, cpus=args.cpus, pids_limit=args.pids_limit, tty=args.tty,
-        stdin=args.interactive, storage=args.storage)
+        stdin=args.interactive, storage=args.storage, trace=bool(args.trace))
+    if args.trace:
+        print_trace(result.trace, args.trace)
     if result.oom_killed:
         print(f"minirt: container {result.name} was killed: out of memory (OOMKilled, "
               f"limit {args.memory})", file=sys.stderr)
     return result.exit_code
+
+
+def print_trace(steps, style: str) -> None:
+    from . import trace
+    text = trace.to_json_lines(steps) if style == "json" else trace.format_table(steps)
+    print(text, file=sys.stderr)
 
 
 def cmd_images(args) -> int:

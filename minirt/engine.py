@@ -8,7 +8,7 @@ over the Docker Engine API. It turns user-level requests ("run busybox with
 import os
 import _signal as signal  # the C module under `signal`: same calls, no enums to build (~1 ms)
 import time
-from .errors import UsageError
+from .errors import MinirtError, UsageError
 from .image.store import ImageStore
 from .kernel.cgroups import Limits, open_driver
 from .paths import atomic_write, remove_tree, state_root
@@ -133,7 +133,7 @@ class Engine:
         container_dir = os.path.join(self.containers_dir, spec.id)
         process = ContainerProcess(spec, container_dir, self.cgroups, recorder)
         try:
-            with forwarded_signals(process):
+            with forwarded_signals(process), steps_on_error(recorder):
                 process.launch(stdio.child_fds(), stdio.console_socket)
                 self._write_container(container_dir, spec)  # while the sandbox is built
                 process.wait_until_running()
@@ -164,6 +164,21 @@ class Engine:
         state = {"status": status, **fields}
         atomic_write(os.path.join(container_dir, "state.json"), json.dumps(state).encode(),
                      durable=False)
+
+
+class steps_on_error:
+    """Attach the steps recorded so far to a MinirtError (``--trace`` shows a failed start)."""
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if isinstance(error, MinirtError):
+            error.trace = self.recorder.steps
+        return False
 
 
 class forwarded_signals:

@@ -51,3 +51,7 @@ class CommandNotExecutable(ContainerStartError):
     """The command exists but cannot be executed (permissions, format)."""
 
     exit_code = 126
+
+
+class VMError(MinirtError):
+    """A virtual machine could not be started, or its guest hung and was killed."""

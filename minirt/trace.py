@@ -107,3 +107,34 @@ class NullTrace:
 
 
 NULL_TRACE = NullTrace()
+
+
+def ordered(steps: list) -> list:
+    """Steps in the order they started (steps from several processes interleave)."""
+    return sorted(steps, key=lambda step: step.start_ns)
+
+
+def format_table(steps: list) -> str:
+    """A readable table: when each step started, how long it took, where, and what."""
+    import re
+    if not steps:
+        return "(no steps recorded)"
+    steps = ordered(steps)
+    start = steps[0].start_ns
+    lines = [f"{'START ms':>9} {'TOOK ms':>8}  {'WHERE':9} {'STEP':15} DETAIL"]
+    for step in steps:
+        where = "container" if step.pid == 1 else "host"
+        detail = " ".join(f"{k}={v}" for k, v in step.detail.items())
+        detail = re.sub(r"[0-9a-f]{64}", lambda m: m.group()[:12], detail)  # short ids
+        status = "" if step.ok else f"  FAILED: {step.error}"
+        lines.append(f"{(step.start_ns - start) / 1e6:9.3f} {step.duration_ns / 1e6:8.3f}  "
+                     f"{where:9} {step.name:15} {detail}{status}")
+    total = (steps[-1].start_ns + steps[-1].duration_ns - start) / 1e6
+    lines.append(f"{len(steps)} steps, {total:.3f} ms from the first to the end of the last")
+    return "\n".join(lines)
+
+
+def to_json_lines(steps: list) -> str:
+    """One JSON object per step, in start order (``--trace=json``)."""
+    import json
+    return "\n".join(json.dumps(step.to_dict()) for step in ordered(steps))

@@ -9,6 +9,7 @@ Device numbers: Documentation/admin-guide/devices.txt in the kernel tree.
 import os
 import stat
 
+from ..trace import NULL_TRACE
 from . import mounts
 
 # name: (major, minor, mode)
@@ -30,7 +31,7 @@ SYMLINKS = {
 }
 
 
-def populate_dev(dev: str, use_mknod: bool = True) -> None:
+def populate_dev(dev: str, use_mknod: bool = True, trace=NULL_TRACE) -> None:
     """Mount a tmpfs at ``dev`` and fill it with the minimal set of devices.
 
     As root we create the nodes with mknod(2). Without that privilege (a user
@@ -38,19 +39,25 @@ def populate_dev(dev: str, use_mknod: bool = True) -> None:
     instead, as rootless runtimes do.
     """
     os.makedirs(dev, exist_ok=True)
-    mounts.tmpfs(dev, "mode=755,size=65536k")
-    for name, (major, minor, mode) in CHAR_DEVICES.items():
-        path = os.path.join(dev, name)
-        if use_mknod:
-            os.mknod(path, stat.S_IFCHR | mode, os.makedev(major, minor))
-            os.chmod(path, mode)  # mknod applies the umask
-        else:
-            open(path, "w").close()
-            mounts.bind(f"/dev/{name}", path, recursive=False)
-    for name, target in SYMLINKS.items():
-        os.symlink(target, os.path.join(dev, name))
+    with trace.step("mount", source="tmpfs", target=dev, fstype="tmpfs", flags="MS_NOSUID"):
+        mounts.tmpfs(dev, "mode=755,size=65536k")
+    with trace.step("mknod" if use_mknod else "bind devices", devices=list(CHAR_DEVICES)):
+        for name, (major, minor, mode) in CHAR_DEVICES.items():
+            path = os.path.join(dev, name)
+            if use_mknod:
+                os.mknod(path, stat.S_IFCHR | mode, os.makedev(major, minor))
+                os.chmod(path, mode)  # mknod applies the umask
+            else:
+                open(path, "w").close()
+                mounts.bind(f"/dev/{name}", path, recursive=False)
+        for name, target in SYMLINKS.items():
+            os.symlink(target, os.path.join(dev, name))
     os.mkdir(os.path.join(dev, "pts"))
-    mounts.devpts(os.path.join(dev, "pts"))
+    with trace.step("mount", source="devpts", target=f"{dev}/pts", fstype="devpts",
+                    flags="MS_NOSUID|MS_NOEXEC"):
+        mounts.devpts(os.path.join(dev, "pts"))
     os.mkdir(os.path.join(dev, "shm"), 0o1777)
-    mounts.tmpfs(os.path.join(dev, "shm"), "mode=1777,size=65536k",
-                 mounts.MS_NOSUID | mounts.MS_NODEV | mounts.MS_NOEXEC)
+    with trace.step("mount", source="shm", target=f"{dev}/shm", fstype="tmpfs",
+                    flags="MS_NOSUID|MS_NODEV|MS_NOEXEC"):
+        mounts.tmpfs(os.path.join(dev, "shm"), "mode=1777,size=65536k",
+                     mounts.MS_NOSUID | mounts.MS_NODEV | mounts.MS_NOEXEC)

@@ -13,6 +13,7 @@ The order matters and each step has a reason:
 import errno
 import os
 
+from ..trace import NULL_TRACE
 from . import syscalls
 from .syscalls import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
                        MS_RDONLY, MS_REC, MS_REMOUNT)
@@ -83,7 +84,7 @@ def devpts(target: str) -> None:
                    "newinstance,ptmxmode=0666,mode=0620")
 
 
-def pivot_into(new_root: str) -> None:
+def pivot_into(new_root: str, trace=None) -> None:
     """Make ``new_root`` this namespace's ``/`` and detach the old root.
 
     ``pivot_root(".", ".")`` stacks the old root on top of the new one at the
@@ -97,20 +98,23 @@ def pivot_into(new_root: str) -> None:
     Joining our own mount namespace again with setns(2) resets our root to the
     namespace's real root, after which the pivot works as usual.
     """
+    trace = trace or NULL_TRACE
     target = os.open(new_root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fchdir(target)
-        try:
-            syscalls.pivot_root(".", ".")
-        except OSError as e:
-            if e.errno != errno.EINVAL:
-                raise
-            leave_chroot()
+        with trace.step("pivot_root", new_root=new_root, put_old=new_root):
             os.fchdir(target)
-            syscalls.pivot_root(".", ".")
+            try:
+                syscalls.pivot_root(".", ".")
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise
+                leave_chroot()
+                os.fchdir(target)
+                syscalls.pivot_root(".", ".")
     finally:
         os.close(target)
-    syscalls.umount(".", MNT_DETACH)
+    with trace.step("umount", target="old root", flags="MNT_DETACH"):
+        syscalls.umount(".", MNT_DETACH)
     os.chdir("/")
 
 

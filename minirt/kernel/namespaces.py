@@ -32,6 +32,16 @@ def flags_of(names) -> int:
     return value
 
 
+FLAG_NAMES = {"mnt": "CLONE_NEWNS", "uts": "CLONE_NEWUTS", "ipc": "CLONE_NEWIPC",
+              "user": "CLONE_NEWUSER", "pid": "CLONE_NEWPID", "net": "CLONE_NEWNET",
+              "cgroup": "CLONE_NEWCGROUP"}
+
+
+def flag_names(names) -> str:
+    """``["mnt", "pid"]`` -> ``"CLONE_NEWNS|CLONE_NEWPID"``, as strace would print them."""
+    return "|".join(FLAG_NAMES[name] for name in names)
+
+
 def unshare(names) -> None:
     """Move this process into new namespaces ``names``.
 

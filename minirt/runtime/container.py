@@ -49,6 +49,7 @@ class ContainerProcess:
         self.status: ExitStatus | None = None
         self.pending_signals: list[int] = []  # arrived before we knew the pid
         self.channel: Channel | None = None
+        self.cleaned = False
 
     # --- starting --------------------------------------------------------------
     def start(self, stdio: tuple[int, int, int], console_socket: int = -1) -> None:
@@ -100,6 +101,9 @@ class ContainerProcess:
                 failure = message
         if failure is not None or not self.pid:
             self.wait()
+            for step in self.trace.steps:
+                if step.name == "execve" and failure is not None:
+                    step.ok, step.error = False, failure["message"]
             if failure is None:
                 raise ContainerStartError(f"the container's set-up process died "
                                           f"(exit status {self.status.exit_code})")
@@ -120,7 +124,7 @@ class ContainerProcess:
             trace = Trace(sink=channel.send_step) if self.trace.enabled else NULL_TRACE
             self.cgroup.trace = trace
             self.cgroup.join()
-            with trace.step("unshare", namespaces=list(self.spec.namespaces)):
+            with trace.step("unshare", flags=namespaces.flag_names(self.spec.namespaces)):
                 namespaces.unshare(self.spec.namespaces)
             init_pid = traced_fork(trace, "init (PID 1)")
             if init_pid == 0:
@@ -176,6 +180,9 @@ class ContainerProcess:
 
     def cleanup(self) -> None:
         """Kill anything left in the cgroup and remove it. Safe to call twice."""
+        if self.cleaned:
+            return
+        self.cleaned = True
         if self.helper_pid and self.status is None:
             try:
                 os.kill(self.helper_pid, signal.SIGKILL)

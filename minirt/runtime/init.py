@@ -25,7 +25,7 @@ def container_init(spec, container_dir: str, channel, stdio: tuple[int, int, int
                    console_socket: int = -1) -> None:
     """Become the container: mounts, pivot_root, hostname, loopback, then exec."""
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)  # die if our parent dies
-    with trace.step("mount propagation", target="/", flags="MS_REC|MS_PRIVATE"):
+    with trace.step("mount", source="none", target="/", fstype="", flags="MS_REC|MS_PRIVATE"):
         mounts.make_private("/")
     root = rootfs.mount_root(spec, container_dir, trace)
     rootfs.mount_volumes(spec, root, trace)
@@ -33,8 +33,7 @@ def container_init(spec, container_dir: str, channel, stdio: tuple[int, int, int
     if spec.tty:
         with trace.step("open console", device="/dev/pts/ptmx"):
             stdio = make_console(os.path.join(root, "dev"), console_socket)
-    with trace.step("pivot_root", new_root=root, old_root="detached"):
-        mounts.pivot_into(root)
+    mounts.pivot_into(root, trace)
     if "uts" in spec.namespaces and spec.hostname:
         with trace.step("sethostname", hostname=spec.hostname):
             syscalls.sethostname(spec.hostname)
@@ -45,7 +44,8 @@ def container_init(spec, container_dir: str, channel, stdio: tuple[int, int, int
     with trace.step("chdir", path=spec.workdir):
         os.makedirs(spec.workdir, exist_ok=True)
         os.chdir(spec.workdir)
-    program = resolve_command(spec.command[0], env.get("PATH", DEFAULT_PATH))
+    with trace.step("find command", command=spec.command[0], path=env.get("PATH", DEFAULT_PATH)):
+        program = resolve_command(spec.command[0], env.get("PATH", DEFAULT_PATH))
     attach_stdio(stdio, spec.tty)
     reset_signals()
     with trace.step("close fds", keep="0,1,2"):

@@ -98,11 +98,11 @@ def mount_root(spec, container_dir: str, trace) -> str:
     root = root_path(container_dir)
     if spec.storage == "overlay":
         upper, work = os.path.join(container_dir, "upper"), os.path.join(container_dir, "work")
-        with trace.step("mount", fstype="overlay", target=root, lower=len(spec.layers),
-                        upper=upper):
+        with trace.step("mount", source="overlay", target=root, fstype="overlay", flags="",
+                        lowerdir=len(spec.layers), upperdir=upper):
             mounts.overlay(spec.layers, upper, work, root)
     else:
-        with trace.step("mount", fstype="bind", source=root, target=root):
+        with trace.step("mount", source=root, target=root, fstype="", flags="MS_BIND|MS_REC"):
             mounts.bind(root, root)
     return root
 
@@ -148,8 +148,9 @@ def mount_volumes(spec, root: str, trace) -> None:
         elif not os.path.exists(target):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             open(target, "a").close()
-        with trace.step("mount", fstype="bind", source=volume.source, target=volume.target,
-                        readonly=volume.readonly):
+        flags = "MS_BIND|MS_REC" + (" then MS_REMOUNT|MS_RDONLY" if volume.readonly else "")
+        with trace.step("mount", source=volume.source, target=volume.target, fstype="",
+                        flags=flags):
             mounts.bind(volume.source, target, readonly=volume.readonly)
 
 
@@ -157,9 +158,10 @@ def mount_system(root: str, trace, use_mknod: bool = True) -> None:
     """Mount /proc, /sys and a minimal /dev inside the new root."""
     for name in ("proc", "sys", "dev"):
         os.makedirs(os.path.join(root, name), exist_ok=True)
-    with trace.step("mount", fstype="proc", target="/proc", readonly=True):
+    with trace.step("mount", source="proc", target=f"{root}/proc", fstype="proc",
+                    flags="MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_RDONLY"):
         mounts.proc(os.path.join(root, "proc"))
-    with trace.step("mount", fstype="sysfs", target="/sys", readonly=True):
+    with trace.step("mount", source="sysfs", target=f"{root}/sys", fstype="sysfs",
+                    flags="MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_RDONLY"):
         mounts.sysfs(os.path.join(root, "sys"))
-    with trace.step("mount", fstype="tmpfs", target="/dev", devices=len(devices.CHAR_DEVICES)):
-        devices.populate_dev(os.path.join(root, "dev"), use_mknod=use_mknod)
+    devices.populate_dev(os.path.join(root, "dev"), use_mknod=use_mknod, trace=trace)

@@ -92,6 +92,8 @@ class Cgroup:
         we kill what is left and retry for a moment.
         """
         for directory in self.unique_dirs():
+            if not os.path.isdir(directory):
+                continue
             deadline = time.monotonic() + timeout
             while True:
                 try:
