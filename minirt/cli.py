@@ -272,9 +272,12 @@ def run_and_exit() -> None:
     """
     import gc
     gc.disable()  # a short-lived command: no garbage-collection pauses, fewer copy-on-write
-    code = main()  # faults in the forked container processes
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:          # faults in the forked container processes
+        code = main()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # e.g. `minirt doctor | head`: the reader has gone
+        code = 141           # 128 + SIGPIPE, as a shell reports it
     os._exit(code)
 
 

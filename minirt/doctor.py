@@ -15,7 +15,6 @@ The notebooks and the tests use ``probe()``, the same code the command prints.
 
 import os
 import shutil
-import tempfile
 from .kernel import namespaces, syscalls
 from .kernel.cgroups import mounted_hierarchies
 from .record import Record
@@ -79,41 +78,32 @@ def _try_container_namespaces():
     namespaces.unshare(names)
 
 
+def _private_scratch() -> str:
+    """Enter a new mount namespace (a user namespace too when not root) and mount a
+    tmpfs on /tmp there: probes then leave nothing on the host's disks."""
+    from .kernel import mounts
+    namespaces.unshare(["mnt"] if os.geteuid() == 0 else ["user", "mnt"])
+    mounts.make_private("/")
+    mounts.tmpfs("/tmp")
+    return "/tmp"
+
+
 def _try_overlay():
     from .kernel import mounts
-    if os.geteuid() != 0:
-        namespaces.unshare(["user", "mnt"])
-    else:
-        namespaces.unshare(["mnt"])
-    mounts.make_private("/")
-    base = tempfile.mkdtemp(prefix="minirt-probe-")
-    try:
-        dirs = [os.path.join(base, d) for d in ("lower", "upper", "work", "merged")]
-        for d in dirs:
-            os.mkdir(d)
-        mounts.overlay([dirs[0]], dirs[1], dirs[2], dirs[3])
-        with open(os.path.join(dirs[3], "probe"), "w") as f:
-            f.write("copy-on-write")
-        if os.listdir(dirs[0]):
-            raise OSError("overlay wrote into its lower dir")
-        syscalls.umount(dirs[3])
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    scratch = _private_scratch()
+    dirs = [os.path.join(scratch, d) for d in ("lower", "upper", "work", "merged")]
+    for d in dirs:
+        os.mkdir(d)
+    mounts.overlay([dirs[0]], dirs[1], dirs[2], dirs[3])
+    with open(os.path.join(dirs[3], "probe"), "w") as f:
+        f.write("copy-on-write")
+    if os.listdir(dirs[0]):
+        raise OSError("overlay wrote into its lower dir")
 
 
 def _try_pivot_root():
     from .kernel import mounts
-    if os.geteuid() != 0:
-        namespaces.unshare(["user", "mnt"])
-    else:
-        namespaces.unshare(["mnt"])
-    mounts.make_private("/")
-    base = tempfile.mkdtemp(prefix="minirt-probe-")
-    try:
-        mounts.tmpfs(base)
-        mounts.pivot_into(base)
-    finally:
-        pass  # the mount namespace, with the tmpfs, ends with this child
+    mounts.pivot_into(_private_scratch())
 
 
 def check_cgroup_controllers() -> list[Check]:

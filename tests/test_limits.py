@@ -64,34 +64,28 @@ def test_fork_bomb_stays_at_the_pids_limit_and_the_host_is_fine(engine, state_ro
     assert cli.returncode == 137  # sh as PID 1 does not catch SIGTERM: minirt kills it
 
 
-def test_busy_loop_under_half_a_cpu_uses_half_a_cpu(engine, state_root):
-    cli = minirt_popen("run", "--rm", "--cpus", "0.5", "busybox", "sh", "-c",
-                       "while :; do :; done", state_root=state_root)
+def cpus_used_by_busy_loop(engine, state_root, *flags, seconds: float) -> float:
+    """Run ``while :; do :; done`` in a container; CPUs it used, from its cgroup's counter."""
+    cli = minirt_popen("run", "--rm", *flags, "busybox", "sh", "-c", "while :; do :; done",
+                       state_root=state_root)
     try:
         container_init_pid(engine)
         cgroup = running_cgroup(engine)
         time.sleep(0.5)  # let the CFS bandwidth periods settle
         cpu0, t0 = cgroup.usage()["cpu_ns"], time.monotonic()
-        time.sleep(3)
+        time.sleep(seconds)
         cpu1, t1 = cgroup.usage()["cpu_ns"], time.monotonic()
     finally:
         cli.send_signal(signal.SIGTERM)
         cli.communicate(timeout=15)
-    used = (cpu1 - cpu0) / 1e9 / (t1 - t0)
+    return (cpu1 - cpu0) / 1e9 / (t1 - t0)
+
+
+def test_busy_loop_under_half_a_cpu_uses_half_a_cpu(engine, state_root):
+    used = cpus_used_by_busy_loop(engine, state_root, "--cpus", "0.5", seconds=3)
     assert abs(used - 0.5) <= 0.5 * 0.15, f"used {used:.3f} CPUs under --cpus 0.5"
 
 
 def test_busy_loop_without_limit_uses_a_whole_cpu(engine, state_root):
     """The control for the test above: the loop alone does use more than half a CPU."""
-    cli = minirt_popen("run", "--rm", "busybox", "sh", "-c", "while :; do :; done",
-                       state_root=state_root)
-    try:
-        container_init_pid(engine)
-        cgroup = running_cgroup(engine)
-        cpu0, t0 = cgroup.usage()["cpu_ns"], time.monotonic()
-        time.sleep(1.5)
-        cpu1, t1 = cgroup.usage()["cpu_ns"], time.monotonic()
-    finally:
-        cli.send_signal(signal.SIGTERM)
-        cli.communicate(timeout=15)
-    assert (cpu1 - cpu0) / 1e9 / (t1 - t0) > 0.8
+    assert cpus_used_by_busy_loop(engine, state_root, seconds=1.5) > 0.8

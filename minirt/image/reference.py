@@ -35,22 +35,16 @@ class Reference(Record):
 
     def __str__(self) -> str:
         """The full, canonical form used as a key in the store."""
-        text = self.name
-        if self.tag:
-            text += ":" + self.tag
-        if self.digest:
-            text += "@" + self.digest
-        return text
+        return self._with_tag_and_digest(self.name)
 
     @property
     def familiar(self) -> str:
         """The short form docker shows: ``busybox:latest``, ``localhost:5000/app:1``."""
-        repository = self.repository
         if self.registry == DEFAULT_REGISTRY:
-            repository = repository.removeprefix("library/")
-            text = repository
-        else:
-            text = self.name
+            return self._with_tag_and_digest(self.repository.removeprefix("library/"))
+        return self._with_tag_and_digest(self.name)
+
+    def _with_tag_and_digest(self, text: str) -> str:
         if self.tag:
             text += ":" + self.tag
         if self.digest:
