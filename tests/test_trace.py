@@ -77,3 +77,15 @@ def test_a_failed_start_shows_the_step_that_failed(engine, state_root):
     assert result.returncode == 127
     failed = [line for line in result.stderr.decode().splitlines() if "FAILED" in line]
     assert len(failed) == 1 and "find command" in failed[0]
+
+
+def test_trace_timeline_plot_has_a_bar_per_step(engine, tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    from minirt.lab.plots import plot_trace
+    result = engine.run("busybox", ["true"], memory="64m", trace=True)
+    figure = plot_trace(result.trace)
+    bars = [p for p in figure.axes[0].patches]
+    assert len(bars) == len(result.trace)
+    figure.savefig(tmp_path / "trace.png")
+    assert (tmp_path / "trace.png").stat().st_size > 1000
