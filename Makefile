@@ -21,6 +21,7 @@ setup: system venv bytecode image
 
 system:
 	@scripts/setup-system
+	@scripts/fetch-vm-kernel
 
 venv: $(STAMP)
 

@@ -154,6 +154,13 @@ def import_arguments(imp) -> None:
     imp.add_argument("reference", help="name[:tag] for the new image")
 
 
+def stats_arguments(stats) -> None:
+    stats.add_argument("--no-stream", action="store_true",
+                       help="print one snapshot instead of refreshing every second")
+    stats.add_argument("containers", nargs="*", metavar="CONTAINER",
+                       help="names or ids (default: every running container)")
+
+
 def doctor_arguments(doctor) -> None:
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -186,6 +193,43 @@ def print_trace(steps, style: str) -> None:
     from . import trace
     text = trace.to_json_lines(steps) if style == "json" else trace.format_table(steps)
     print(text, file=sys.stderr)
+
+
+def cmd_stats(args) -> int:
+    """``docker stats``: CPU %, memory usage / limit, memory %, pids per running container."""
+    import time
+    from .engine import Engine
+    from .lab.monitor import Sampler, stats_row
+    engine = Engine()
+    chosen = [engine.find_container(c) for c in args.containers] if args.containers else \
+        [c for c in engine.containers() if c["running"]]
+    samplers = [Sampler(c.get("name") or c["id"][:12], cgroup=engine.cgroups.cgroup(c["id"]))
+                for c in chosen]
+    ids = {s.name: c["id"][:12] for s, c in zip(samplers, chosen)}
+    for sampler in samplers:
+        sampler.sample()  # CPU % needs two samples
+    while True:
+        time.sleep(1.0 if not args.no_stream else 0.5)
+        rows = [("CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS")]
+        for sampler in samplers:
+            row = stats_row(sampler.sample())
+            rows.append((ids[sampler.name], sampler.name, f"{row['cpu_percent']:.2f}%",
+                         f"{human_bytes(row['memory_bytes'])} / {human_bytes(row['memory_limit_bytes'])}",
+                         f"{row['memory_percent']:.2f}%", str(row["pids"])))
+        if not args.no_stream:
+            print("\033[2J\033[H", end="")  # clear the screen, as docker stats does
+        print_table(rows)
+        if args.no_stream:
+            return 0
+
+
+def human_bytes(size: int) -> str:
+    """Binary units, as docker stats prints memory: 1.5MiB, 64MiB, 23.5GiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.4g}{unit}"
+        size /= 1024
+    return str(size)
 
 
 def cmd_images(args) -> int:
@@ -245,6 +289,7 @@ COMMANDS = {
                "create an image from a flat root filesystem tarball"),
     "init": (no_arguments, cmd_init, "prepare the state directory and build busybox:latest "
              "from the host's static busybox (no network)"),
+    "stats": (stats_arguments, cmd_stats, "live resource use of running containers"),
     "doctor": (doctor_arguments, cmd_doctor, "what this machine allows, and its privilege tier"),
     "version": (no_arguments, cmd_version, "show the minirt version"),
 }

@@ -104,17 +104,37 @@ class Engine:
                                  f"{other['id'][:12]}: choose another name or remove that one")
 
     def containers(self) -> list[dict]:
-        """The config of every container on disk (running, or exited without --rm)."""
+        """Every container on disk (running, or exited without --rm): its config plus
+        ``state`` (status, pid, exit code) and ``running`` (processes in its cgroup now)."""
         import json
         found = []
         if os.path.isdir(self.containers_dir):
             for entry in os.listdir(self.containers_dir):
+                directory = os.path.join(self.containers_dir, entry)
                 try:
-                    with open(os.path.join(self.containers_dir, entry, "config.json")) as f:
-                        found.append(json.load(f))
+                    with open(os.path.join(directory, "config.json")) as f:
+                        config = json.load(f)
                 except (OSError, ValueError):
-                    pass  # being created or removed right now
+                    continue  # being created or removed right now
+                try:
+                    with open(os.path.join(directory, "state.json")) as f:
+                        config["state"] = json.load(f)
+                except (OSError, ValueError):
+                    config["state"] = {"status": "created"}
+                config["running"] = bool(self.cgroups.cgroup(config["id"]).procs())
+                found.append(config)
         return found
+
+    def find_container(self, ref: str) -> dict:
+        """A container by name, full id or unique id prefix (as docker accepts them)."""
+        from .errors import ContainerNotFound
+        everything = self.containers()
+        exact = [c for c in everything if ref in (c.get("name"), c["id"])]
+        matches = exact or [c for c in everything if c["id"].startswith(ref)]
+        if len(matches) != 1:
+            raise ContainerNotFound(f"no such container: {ref}" if not matches else
+                                    f"{ref!r} matches {len(matches)} containers: give more of the id")
+        return matches[0]
 
     def run(self, image: str, command=None, *, remove: bool = True, capture: bool = True,
             input: bytes | None = None, trace: bool = False, stdio=None, **options) -> RunResult:

@@ -23,9 +23,10 @@ def test_trace_names_each_step_in_the_order_it_happened(engine):
         index_of(steps, "cgroup mkdir", path="memory"),
         index_of(steps, "cgroup write", file="memory.limit_in_bytes", value=str(64 * 1024 ** 2)),
         index_of(steps, "cgroup write", file="pids.max", value="32"),
-        index_of(steps, "cgroup join"),
         index_of(steps, "unshare", flags="CLONE_NEWPID"),
         index_of(steps, "fork", role="PID 1"),
+        index_of(steps, "cgroup join"),
+        index_of(steps, "unshare", flags="CLONE_NEWCGROUP"),
         index_of(steps, "mount", flags="MS_REC|MS_PRIVATE"),
         index_of(steps, "mount", fstype="overlay"),
         index_of(steps, "mount", fstype="proc"),
@@ -38,10 +39,11 @@ def test_trace_names_each_step_in_the_order_it_happened(engine):
         index_of(steps, "cgroup rmdir"),
     ]
     assert order == sorted(order), f"out of order: {[steps[i][0] for i in order]}"
-    unshare = steps[index_of(steps, "unshare")][1]["flags"].split("|")
+    unshare = [flag for name, detail in steps if name == "unshare"
+               for flag in detail["flags"].split("|")]
     assert set(unshare) == {"CLONE_NEWNS", "CLONE_NEWUTS", "CLONE_NEWIPC", "CLONE_NEWNET",
                             "CLONE_NEWPID", "CLONE_NEWCGROUP"}
-    container_steps = [s for s in result.trace if s.name in ("pivot_root", "execve")]
+    container_steps = [s for s in result.trace if s.name in ("cgroup join", "pivot_root", "execve")]
     assert all(s.pid == 1 for s in container_steps), "recorded inside, by PID 1"
     assert all(s.ok for s in result.trace)
 

@@ -101,18 +101,22 @@ class Sample(Record):
 class VMResult(Record):
     """One measured boot. Host clock: ``ready_s``, ``total_s``; guest clock: ``workload_s``.
 
+    ``exit_status`` is the workload's, inside the guest; ``qemu_exit_code`` is
+    QEMU's own (0 after the guest powered off).
+
     ``peak_rss_bytes`` and ``cpu_seconds`` are the kernel's own totals for the
     qemu process (``wait4`` rusage), exact where the ``samples`` are periodic.
     """
 
     __slots__ = ("acceleration", "acceleration_detail", "ready_s", "total_s",
                  "guest_uptime_at_ready_s", "workload_s", "exit_status", "output",
-                 "peak_rss_bytes", "cpu_seconds", "samples", "interval", "memory",
+                 "qemu_exit_code", "peak_rss_bytes", "cpu_seconds", "samples", "interval", "memory",
                  "kernel", "attempts", "pid", "console")
 
     def __init__(self, acceleration: str, acceleration_detail: str, ready_s: float,
                  total_s: float, guest_uptime_at_ready_s: float, workload_s: float,
-                 exit_status: int, output: str, peak_rss_bytes: int, cpu_seconds: float,
+                 exit_status: int, output: str, qemu_exit_code: int, peak_rss_bytes: int,
+                 cpu_seconds: float,
                  samples: list, interval: float, memory: str, kernel: str, attempts: int,
                  pid: int, console: str):
         self.acceleration = acceleration
@@ -120,6 +124,7 @@ class VMResult(Record):
         self.ready_s, self.total_s = ready_s, total_s
         self.guest_uptime_at_ready_s = guest_uptime_at_ready_s
         self.workload_s, self.exit_status, self.output = workload_s, exit_status, output
+        self.qemu_exit_code = qemu_exit_code
         self.peak_rss_bytes, self.cpu_seconds = peak_rss_bytes, cpu_seconds
         self.samples, self.interval = samples, interval
         self.memory, self.kernel = memory, kernel
@@ -252,6 +257,20 @@ def find_kernel() -> str:
         raise VMError("no kernel to boot: run scripts/fetch-vm-kernel as root (make setup "
                       "does), or make a /boot/vmlinuz-* readable")
     return kernel
+
+
+def kernel_release(kernel: str) -> str:
+    """The release (what ``uname -r`` prints) written in a bzImage's setup header.
+
+    x86 boot protocol: "HdrS" at 0x202; the 16-bit field at 0x20E points
+    (plus 0x200) to a NUL-terminated version string starting with the release.
+    """
+    with open(kernel, "rb") as f:
+        header = f.read(0x210)
+        if header[0x202:0x206] != b"HdrS":
+            return ""
+        f.seek(int.from_bytes(header[0x20E:0x210], "little") + 0x200)
+        return f.read(256).split(b"\0")[0].decode(errors="replace").split(" ")[0]
 
 
 def qemu_command(qemu: str, kernel: str, initramfs: str, accel: str,
@@ -454,7 +473,7 @@ def measure(run: _Run, acceleration: Acceleration, interval: float, memory: str,
         acceleration=acceleration.label, acceleration_detail=acceleration.detail,
         ready_s=ready[0], total_s=run.ended_s, guest_uptime_at_ready_s=guest_ready,
         workload_s=round(float(ended) - started, 2), exit_status=int(status), output=output,
-        peak_rss_bytes=run.rusage.ru_maxrss * 1024,  # Linux reports kilobytes
+        qemu_exit_code=run.returncode, peak_rss_bytes=run.rusage.ru_maxrss * 1024,  # Linux reports kilobytes
         cpu_seconds=run.rusage.ru_utime + run.rusage.ru_stime,
         samples=run.samples, interval=interval, memory=memory, kernel=kernel,
         attempts=attempts, pid=run.pid, console=console)

@@ -3,9 +3,10 @@
 ::
 
     minirt (parent, host namespaces)  creates the cgroup and writes the limits
-     └─ fork: helper                   joins the cgroup, unshare(mnt uts ipc net pid cgroup)
-         └─ fork: init                 PID 1 of the new pid namespace: mounts,
-                                       pivot_root, hostname, then execve(command)
+     └─ fork: helper                   unshare(mnt uts ipc net pid)
+         └─ fork: init                 PID 1 of the new pid namespace: joins the
+                                       cgroup, unshare(cgroup), mounts, pivot_root,
+                                       hostname, then execve(command)
 
 Why two forks: a new pid namespace applies to the *children* of the process
 that unshares it, and the parent (maybe a Jupyter kernel) must never change
@@ -122,10 +123,12 @@ class ContainerProcess:
             syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
             os.close(channel.read_fd)
             trace = Trace(sink=channel.send_step) if self.trace.enabled else NULL_TRACE
-            self.cgroup.trace = trace
-            self.cgroup.join()
-            with trace.step("unshare", flags=namespaces.flag_names(self.spec.namespaces)):
-                namespaces.unshare(self.spec.namespaces)
+            # Every namespace but the cgroup one: PID 1 joins its cgroup first, then
+            # unshares that (see _run_init), so this helper never counts against
+            # the container's memory or pids limits.
+            early = [n for n in self.spec.namespaces if n != "cgroup"]
+            with trace.step("unshare", flags=namespaces.flag_names(early)):
+                namespaces.unshare(early)
             init_pid = traced_fork(trace, "init (PID 1)")
             if init_pid == 0:
                 self._run_init(channel, stdio, trace)  # never returns
@@ -143,6 +146,12 @@ class ContainerProcess:
     def _run_init(self, channel: Channel, stdio, trace) -> None:
         code = 125
         try:
+            self.cgroup.trace = trace
+            self.cgroup.join()  # before any work: everything PID 1 does is accounted
+            if "cgroup" in self.spec.namespaces:
+                # Now its own cgroup looks like the root of the tree (/proc/self/cgroup: "/").
+                with trace.step("unshare", flags=namespaces.flag_names(["cgroup"])):
+                    namespaces.unshare(["cgroup"])
             container_init(self.spec, self.container_dir, channel, stdio, trace,
                            self.console_socket)
         except BaseException as e:
