@@ -161,6 +161,16 @@ def stats_arguments(stats) -> None:
                        help="names or ids (default: every running container)")
 
 
+def bench_arguments(bench) -> None:
+    bench.add_argument("what", choices=["compare"], help="compare: containers beside a VM")
+    bench.add_argument("--out", default="compare-results", help="directory for PNGs and CSV")
+    bench.add_argument("--containers", type=int, default=50, help="idle containers to start")
+    bench.add_argument("--runs", type=int, default=20, help="container start-time runs")
+    bench.add_argument("--cpu-iterations", type=int, default=300_000,
+                       help="iterations of the CPU-bound shell loop")
+    bench.add_argument("--no-vm", action="store_true", help="skip the QEMU VM baseline")
+
+
 def doctor_arguments(doctor) -> None:
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -232,6 +242,14 @@ def human_bytes(size: int) -> str:
     return str(size)
 
 
+def cmd_bench(args) -> int:
+    from .engine import Engine
+    from .lab.compare import run_all
+    run_all(Engine(), args.out, containers=args.containers, start_runs=args.runs,
+            cpu_iterations=args.cpu_iterations, boot_vm=not args.no_vm)
+    return 0
+
+
 def cmd_images(args) -> int:
     from .engine import Engine
     images = Engine().images.images()
@@ -290,6 +308,7 @@ COMMANDS = {
     "init": (no_arguments, cmd_init, "prepare the state directory and build busybox:latest "
              "from the host's static busybox (no network)"),
     "stats": (stats_arguments, cmd_stats, "live resource use of running containers"),
+    "bench": (bench_arguments, cmd_bench, "measure containers beside a VM, write figures"),
     "doctor": (doctor_arguments, cmd_doctor, "what this machine allows, and its privilege tier"),
     "version": (no_arguments, cmd_version, "show the minirt version"),
 }

@@ -10,6 +10,7 @@ otherwise, ``$MINIRT_ROOT`` when set)::
         state.json   status, pid, exit code, OOMKilled (written atomically)
         upper/ work/ overlayfs upper and work dirs: the container's own changes
         rootfs/      mount point of the merged root (or a full copy without overlayfs)
+    vm/vmlinuz     the kernel the VM baseline boots (scripts/fetch-vm-kernel)
 """
 
 import os

@@ -110,15 +110,14 @@ class VMResult(Record):
 
     __slots__ = ("acceleration", "acceleration_detail", "ready_s", "total_s",
                  "guest_uptime_at_ready_s", "workload_s", "exit_status", "output",
-                 "qemu_exit_code", "peak_rss_bytes", "cpu_seconds", "samples", "interval", "memory",
-                 "kernel", "attempts", "pid", "console")
+                 "qemu_exit_code", "peak_rss_bytes", "cpu_seconds", "samples", "interval",
+                 "memory", "kernel", "attempts", "pid", "console")
 
     def __init__(self, acceleration: str, acceleration_detail: str, ready_s: float,
                  total_s: float, guest_uptime_at_ready_s: float, workload_s: float,
                  exit_status: int, output: str, qemu_exit_code: int, peak_rss_bytes: int,
-                 cpu_seconds: float,
-                 samples: list, interval: float, memory: str, kernel: str, attempts: int,
-                 pid: int, console: str):
+                 cpu_seconds: float, samples: list, interval: float, memory: str, kernel: str,
+                 attempts: int, pid: int, console: str):
         self.acceleration = acceleration
         self.acceleration_detail = acceleration_detail
         self.ready_s, self.total_s = ready_s, total_s
@@ -300,11 +299,11 @@ def run_qemu(command: list[str], timeout: float, interval: float = 0.1,
     Raises ``GuestTimeout`` at the deadline. Whatever happens, qemu is gone on
     return: it runs in its own session, so ``killpg(pid)`` reaches it and only it.
     """
+    lines: list[tuple[float, str]] = []
+    samples: list[Sample] = []
     started = time.monotonic()
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    lines: list[tuple[float, str]] = []
-    samples: list[Sample] = []
     try:
         try:
             watched = psutil.Process(proc.pid)
@@ -473,7 +472,8 @@ def measure(run: _Run, acceleration: Acceleration, interval: float, memory: str,
         acceleration=acceleration.label, acceleration_detail=acceleration.detail,
         ready_s=ready[0], total_s=run.ended_s, guest_uptime_at_ready_s=guest_ready,
         workload_s=round(float(ended) - started, 2), exit_status=int(status), output=output,
-        qemu_exit_code=run.returncode, peak_rss_bytes=run.rusage.ru_maxrss * 1024,  # Linux reports kilobytes
+        qemu_exit_code=run.returncode,
+        peak_rss_bytes=run.rusage.ru_maxrss * 1024,  # Linux reports kilobytes
         cpu_seconds=run.rusage.ru_utime + run.rusage.ru_stime,
         samples=run.samples, interval=interval, memory=memory, kernel=kernel,
         attempts=attempts, pid=run.pid, console=console)
