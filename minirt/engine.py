@@ -73,7 +73,7 @@ class Engine:
             self._check_name_free(name)
         parsed_volumes = [parse_volume(v) if isinstance(v, str) else v for v in volumes]
         parsed_env = parse_env(env)
-        found = self.images.resolve(image)
+        found = self.images.run_plan(image)
         config = found.run_config
         argv = list(command) if command else []
         argv = list(config.get("Entrypoint") or []) + (argv or list(config.get("Cmd") or []))
@@ -87,7 +87,7 @@ class Engine:
         if storage not in ("overlay", "copy"):
             raise UsageError(f"unknown storage {storage!r}: use overlay or copy")
         return ContainerSpec(
-            id=container_id, layers=self.images.unpacked_layers(found), command=argv,
+            id=container_id, layers=found.layers, command=argv,
             env={**image_env, **parsed_env}, workdir=workdir or config.get("WorkingDir") or "/",
             hostname=hostname or container_id[:12], volumes=parsed_volumes, limits=limits,
             tty=tty, stdin=stdin, storage=storage, name=name or container_id[:12],

@@ -157,3 +157,26 @@ def test_a_corrupt_layer_is_refused_and_leaves_no_directory(image_store, tmp_pat
         store.ensure_unpacked(info)
     assert not os.path.exists(store.layer_dir(info.diff_id))
     assert not [n for n in os.listdir(store.layers_root) if n.startswith(".unpack-")]
+
+
+def test_run_plans_follow_the_index(image_store, tmp_path):
+    store = ImageStore(str(tmp_path / "store"))
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "bin" / "tool").write_text("#!/bin/sh\n")
+    first = store.add_rootfs(str(rootfs), "app:1", {"Cmd": ["tool"]}, created_by="test")
+    plan = store.run_plan("app:1")
+    assert plan.image_id == first.id and plan.run_config["Cmd"] == ["tool"]
+    assert os.path.isdir(plan.layers[0])
+    assert store.run_plan("docker.io/library/app:1").image_id == first.id
+    (rootfs / "bin" / "tool").write_text("#!/bin/sh\necho v2\n")
+    second = store.add_rootfs(str(rootfs), "app:1", {"Cmd": ["tool", "--v2"]}, created_by="test")
+    assert store.run_plan("app:1").image_id == second.id, "a new tag is seen at once"
+    with open(os.path.join(store.layout, "run-plans.marshal"), "wb") as f:
+        f.write(b"not marshal")
+    assert store.run_plan("app:1").run_config["Cmd"] == ["tool", "--v2"], "a broken cache is rebuilt"
+    import shutil
+    shutil.rmtree(store.layer_dir(second.layers[0].diff_id))
+    assert os.path.isdir(store.run_plan("app:1").layers[0]), "a missing layer dir is unpacked again"
+    with pytest.raises(ImageNotFound):
+        store.run_plan("app:2")

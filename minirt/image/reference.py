@@ -5,15 +5,13 @@ a dot or colon, or ``localhost``, names a registry (``localhost:5000/lab/app:1``
 ``@sha256:...`` pins a digest. Grammar: distribution/reference (reference.go).
 """
 
-import re
-
 from ..errors import UsageError
 from ..record import Record
 
 DEFAULT_REGISTRY = "docker.io"
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+TAG = r"[\w][\w.-]{0,127}"
+DIGEST = r"sha256:[0-9a-f]{64}"
 
 
 class Reference(Record):
@@ -54,17 +52,18 @@ class Reference(Record):
 
 def parse(text: str) -> Reference:
     """Parse ``text`` as docker does; raise ``UsageError`` naming what is wrong."""
+    import re  # here, not at the top: ``minirt run`` of a known image never needs it
     original = text
     digest = None
     if "@" in text:
         text, digest = text.split("@", 1)
-        if not _DIGEST.fullmatch(digest):
+        if not re.fullmatch(DIGEST, digest):
             raise UsageError(f"invalid image reference {original!r}: digest must be sha256:<64 hex>")
     tag = None
     last = text.rsplit("/", 1)[-1]
     if ":" in last:
         text, tag = text.rsplit(":", 1)
-        if not _TAG.fullmatch(tag):
+        if not re.fullmatch(TAG, tag):
             raise UsageError(f"invalid image reference {original!r}: bad tag {tag!r}")
     parts = text.split("/")
     if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
@@ -73,7 +72,7 @@ def parse(text: str) -> Reference:
         registry, path = DEFAULT_REGISTRY, parts
     if registry == DEFAULT_REGISTRY and len(path) == 1:
         path = ["library"] + path
-    if not path or not all(re.fullmatch(_COMPONENT, p) for p in path):
+    if not path or not all(re.fullmatch(COMPONENT, p) for p in path):
         raise UsageError(f"invalid image reference {original!r}: names use lowercase letters, "
                          "digits and . _ - separated by /")
     if tag is None and digest is None:

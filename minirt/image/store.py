@@ -11,6 +11,11 @@ On disk, under the state root::
     layers/<hex>/                a layer unpacked, named by its diff_id (the
                                  sha256 of the uncompressed tar); shared by every
                                  image that contains that layer
+    images/run-plans.marshal     a cache, derived from the files above: per tag,
+                                 what ``minirt run`` needs (layer dirs, Cmd, Env).
+                                 Reading it needs no JSON parser: the json module
+                                 imports the regex engine, ~5 ms of every start.
+                                 Rebuilt whenever index.json changes.
 
 Blobs are immutable: the same bytes always have the same name, so a layer two
 images share is stored and unpacked once. Writes go to a temp file or directory
@@ -18,7 +23,7 @@ and are renamed into place, so a crash never leaves half an image.
 Spec: image-spec image-layout.md, manifest.md, config.md.
 """
 
-import json
+import marshal
 import os
 
 from ..errors import ImageError, ImageNotFound
@@ -78,6 +83,7 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def canonical_json(obj) -> bytes:
+    import json
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -107,6 +113,7 @@ class ImageStore:
         return _FileLock(os.path.join(self.layout, ".lock"), self.ensure_layout)
 
     def _index(self) -> dict:
+        import json
         try:
             with open(self._index_path, "rb") as f:
                 return json.load(f)
@@ -135,6 +142,7 @@ class ImageStore:
     def read_json(self, digest: str) -> dict:
         """Load a JSON blob. Digests are checked when blobs enter the store (``write_blob``,
         pulls, loads), as containerd does, not on every read."""
+        import json
         try:
             with open(self.blob_path(digest), "rb") as f:
                 return json.load(f)
@@ -195,6 +203,54 @@ class ImageStore:
                  for d, diff_id in zip(manifest["layers"], diff_ids)]
         return Image(reference.parse(full_name).familiar, manifest_digest, config_digest,
                      config, infos)
+
+    # --- what `minirt run` needs, fast ---------------------------------------------
+    def run_plan(self, name: str) -> "RunPlan":
+        """The image's run config and layer directories (top first), unpacked.
+
+        Served from ``run-plans.marshal`` when ``name`` is spelled as a tag there;
+        otherwise (an image ID, an unusual spelling, a stale cache) from the
+        OCI files through ``resolve``.
+        """
+        plan = self._cached_plans().get(name)
+        if plan is None or not all(os.path.isdir(d) for d in plan.layers):
+            image = self.resolve(name)
+            plan = RunPlan(image.name, image.id, image.run_config, self.unpacked_layers(image))
+        return plan
+
+    @property
+    def _plans_path(self) -> str:
+        return os.path.join(self.layout, "run-plans.marshal")
+
+    def _cached_plans(self) -> dict:
+        try:
+            st = os.stat(self._index_path)
+        except FileNotFoundError:
+            return {}
+        index_key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        try:
+            with open(self._plans_path, "rb") as f:
+                cached = marshal.load(f)
+            if cached["index"] == index_key:
+                return {alias: RunPlan(**plan) for alias, plan in cached["plans"].items()}
+        except (OSError, EOFError, ValueError, TypeError, KeyError):
+            pass
+        return self._rebuild_plans(index_key)
+
+    def _rebuild_plans(self, index_key) -> dict:
+        plans = {}
+        for image in self.images():
+            plan = RunPlan(image.name, image.id, image.run_config,
+                           [self.layer_dir(info.diff_id) for info in reversed(image.layers)])
+            for alias in aliases(image.name):
+                plans[alias] = plan
+        try:
+            atomic_write(self._plans_path, marshal.dumps(
+                {"index": index_key, "plans": {a: p.to_dict() for a, p in plans.items()}}),
+                durable=False)
+        except OSError:
+            pass  # a read-only store (another user's): just no cache
+        return plans
 
     # --- layers --------------------------------------------------------------
     def layer_dir(self, diff_id: str) -> str:
@@ -282,6 +338,27 @@ class ImageStore:
         manifest_digest = self.write_blob(canonical_json(manifest))
         self.tag(name, manifest_digest)
         return self.resolve(name)
+
+
+class RunPlan(Record):
+    """What starting a container needs from its image."""
+
+    __slots__ = ("name", "image_id", "run_config", "layers")
+
+    def __init__(self, name: str, image_id: str, run_config: dict, layers: list[str]):
+        self.name = name                # familiar reference, e.g. "busybox:latest"
+        self.image_id = image_id
+        self.run_config = run_config    # Cmd, Entrypoint, Env, WorkingDir, ...
+        self.layers = layers            # unpacked layer directories, top first
+
+
+def aliases(familiar: str) -> list[str]:
+    """The spellings a user may type for a tag: busybox, busybox:latest, docker.io/..."""
+    ref = reference.parse(familiar)
+    names = [familiar, str(ref)]
+    if ref.tag == "latest":
+        names.append(familiar.rsplit(":", 1)[0])
+    return names
 
 
 class _FileLock:

@@ -154,7 +154,9 @@ def limit_series(engine, flags: list[str], command: str, seconds: float,
         samples = []
         end = time.monotonic() + seconds
         while cli.poll() is None and time.monotonic() < end:
-            samples.append(sampler.sample())
+            sample = sampler.sample()
+            if sample.processes and sample.memory_bytes is not None:  # not yet gone
+                samples.append(sample)
             time.sleep(interval)
     finally:
         if cli.poll() is None:

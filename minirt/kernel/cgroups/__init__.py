@@ -13,7 +13,7 @@ Either way a container's cgroup lives at ``<tree>/minirt/<container id>``.
 """
 
 import os
-import re
+
 from ...errors import CgroupError, UsageError
 from ...record import Record
 
@@ -44,11 +44,15 @@ def parse_memory(text) -> int | None:
     """``'64m'`` -> 67108864; docker's units b, k, m, g (powers of 1024)."""
     if text is None or isinstance(text, int):
         return text
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)b?\s*", str(text).lower())
-    if not match:
+    spelled = str(text).strip().lower()
+    if len(spelled) > 2 and spelled.endswith("b") and spelled[-2] in "kmgt":
+        spelled = spelled[:-1]                     # "64mb" means "64m"
+    unit = spelled[-1:] if spelled[-1:] in ("b", "k", "m", "g", "t") else ""
+    number = spelled[:len(spelled) - len(unit)].strip()
+    if not number or number.count(".") > 1 or not number.replace(".", "").isdigit():
         raise UsageError(f"invalid memory limit {text!r}: use a number with an optional "
                          "unit b, k, m or g, e.g. 64m")
-    value = int(float(match.group(1)) * _UNITS[match.group(2)])
+    value = int(float(number) * _UNITS[unit])
     if value < 6 * 1024 ** 2:
         raise UsageError(f"memory limit {text!r} is too small: the minimum is 6m")
     return value
