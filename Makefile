@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test setup system venv bytecode image bench clean
+.PHONY: lab test setup system venv bytecode image bench check-lab clean
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -44,6 +44,10 @@ bytecode: venv
 
 image: venv
 	$(BIN)/minirt init
+
+# Instructors: run every notebook headless, HTML copies and a summary in lab-check/.
+check-lab: setup
+	$(BIN)/minirt lab check --out lab-check
 
 bench: setup
 	$(BIN)/python bench/startup

@@ -171,6 +171,13 @@ def bench_arguments(bench) -> None:
     bench.add_argument("--no-vm", action="store_true", help="skip the QEMU VM baseline")
 
 
+def lab_arguments(lab) -> None:
+    lab.add_argument("what", choices=["check"],
+                     help="check: run every notebook headless, write HTML and a summary")
+    lab.add_argument("--notebooks", help="the notebooks directory (default: the lab's)")
+    lab.add_argument("--out", default="lab-check", help="where the HTML copies go")
+
+
 def doctor_arguments(doctor) -> None:
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -250,6 +257,15 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_lab(args) -> int:
+    from .lab.instructor import check_lab, default_notebooks_dir
+    runs = check_lab(args.notebooks or default_notebooks_dir(), args.out)
+    failed = [r.notebook for r in runs if not r.passed]
+    print(f"{len(runs) - len(failed)} of {len(runs)} notebooks passed; summary in "
+          f"{os.path.join(args.out, 'index.html')}" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed or not runs else 0
+
+
 def cmd_images(args) -> int:
     from .engine import Engine
     images = Engine().images.images()
@@ -309,6 +325,7 @@ COMMANDS = {
              "from the host's static busybox (no network)"),
     "stats": (stats_arguments, cmd_stats, "live resource use of running containers"),
     "bench": (bench_arguments, cmd_bench, "measure containers beside a VM, write figures"),
+    "lab": (lab_arguments, cmd_lab, "instructor check: run every notebook, write HTML"),
     "doctor": (doctor_arguments, cmd_doctor, "what this machine allows, and its privilege tier"),
     "version": (no_arguments, cmd_version, "show the minirt version"),
 }
