@@ -178,6 +178,16 @@ def lab_arguments(lab) -> None:
     lab.add_argument("--out", default="lab-check", help="where the HTML copies go")
 
 
+def ps_arguments(ps) -> None:
+    ps.add_argument("-a", "--all", action="store_true", help="show stopped containers too")
+    ps.add_argument("-q", "--quiet", action="store_true", help="only container IDs")
+
+
+def rm_arguments(rm) -> None:
+    rm.add_argument("-f", "--force", action="store_true", help="kill a running container first")
+    rm.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+
 def doctor_arguments(doctor) -> None:
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -266,6 +276,41 @@ def cmd_lab(args) -> int:
     return 1 if failed or not runs else 0
 
 
+def cmd_ps(args) -> int:
+    """``docker ps``: running containers (``-a``: all), after finishing stale cleanups."""
+    import time
+    from .engine import Engine
+    engine = Engine()
+    engine.reap_stale()
+    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    for c in sorted(engine.containers(), key=lambda c: c.get("created", 0), reverse=True):
+        if not (c["running"] or args.all):
+            continue
+        if args.quiet:
+            print(c["id"][:12])
+            continue
+        state = c["state"]
+        status = "Up" if c["running"] else (
+            f"Exited ({state['exit_code']})" if state.get("exit_code") is not None else
+            state.get("status", "created").capitalize())
+        command = " ".join(c["command"])
+        age = time.time() - c.get("created", time.time())
+        rows.append((c["id"][:12], c["image"], f'"{command[:20]}"', f"{age:.0f} seconds ago",
+                     status, c["name"]))
+    if not args.quiet:
+        print_table(rows)
+    return 0
+
+
+def cmd_rm(args) -> int:
+    from .engine import Engine
+    engine = Engine()
+    for ref in args.containers:
+        engine.remove_container(ref, force=args.force)
+        print(ref)
+    return 0
+
+
 def cmd_images(args) -> int:
     from .engine import Engine
     images = Engine().images.images()
@@ -318,6 +363,8 @@ def cmd_version(args) -> int:
 # name: (how to describe its arguments, what runs it, one-line help)
 COMMANDS = {
     "run": (run_arguments, cmd_run, "run a command in a new container"),
+    "ps": (ps_arguments, cmd_ps, "list containers"),
+    "rm": (rm_arguments, cmd_rm, "remove containers"),
     "images": (images_arguments, cmd_images, "list local images"),
     "import": (import_arguments, cmd_import,
                "create an image from a flat root filesystem tarball"),

@@ -125,6 +125,49 @@ class Engine:
                 found.append(config)
         return found
 
+    def reap_stale(self) -> list[str]:
+        """Finish the cleanup of containers whose ``minirt run`` was killed (SIGKILL).
+
+        Their processes died with it (PR_SET_PDEATHSIG) and their mounts with
+        their mount namespace; what is left on the host is the cgroup and the
+        container's directory. Returns the ids it cleaned.
+        """
+        reaped = []
+        for container in self.containers():
+            status = container["state"].get("status")
+            if status not in ("created", "running") or process_alive(container.get("owner")):
+                continue
+            cgroup = self.cgroups.cgroup(container["id"])
+            cgroup.kill_all()
+            cgroup.remove()
+            directory = os.path.join(self.containers_dir, container["id"])
+            if container.get("auto_remove"):
+                remove_tree(directory)
+            else:
+                self._write_state(directory, "exited", exit_code=None,
+                                  error="minirt run was killed while the container ran")
+            reaped.append(container["id"])
+        return reaped
+
+    def remove_container(self, ref: str, force: bool = False) -> str:
+        """``docker rm``: delete a stopped container's directory (``force`` kills it first)."""
+        from .errors import ContainerError
+        container = self.find_container(ref)
+        cgroup = self.cgroups.cgroup(container["id"])
+        if container["running"]:
+            if not force:
+                raise ContainerError(f"container {container['name']} is running: stop it first "
+                                     "or use rm -f")
+            cgroup.kill_all()
+            deadline = time.monotonic() + 10
+            while process_alive(container.get("owner")) and time.monotonic() < deadline:
+                time.sleep(0.02)  # its minirt run notices, cleans up and exits
+        cgroup.remove()
+        directory = os.path.join(self.containers_dir, container["id"])
+        if os.path.isdir(directory):
+            remove_tree(directory)
+        return container["id"]
+
     def find_container(self, ref: str) -> dict:
         """A container by name, full id or unique id prefix (as docker accepts them)."""
         from .errors import ContainerNotFound
@@ -155,7 +198,7 @@ class Engine:
         try:
             with forwarded_signals(process), steps_on_error(recorder):
                 process.launch(stdio.child_fds(), stdio.console_socket)
-                self._write_container(container_dir, spec)  # while the sandbox is built
+                self._write_container(container_dir, spec, remove)  # while the sandbox is built
                 process.wait_until_running()
                 stdio.after_start()
                 self._write_state(container_dir, "running", pid=process.pid)
@@ -173,11 +216,18 @@ class Engine:
                          stdio.output.decode(errors="replace"), stdio.errors.decode(errors="replace"),
                          time.perf_counter() - started, recorder.steps)
 
-    def _write_container(self, container_dir: str, spec: ContainerSpec) -> None:
+    def _write_container(self, container_dir: str, spec: ContainerSpec, remove: bool) -> None:
+        """The container's record: its spec, whether --rm, and which process owns it.
+
+        The owner is this process, named by pid *and* start time (pids are
+        reused): if it is killed, ``reap_stale`` finishes its cleanup later.
+        """
         import json
         os.makedirs(container_dir, exist_ok=True)
+        record = {**spec.to_dict(), "auto_remove": remove, "created": time.time(),
+                  "owner": process_identity(os.getpid())}
         atomic_write(os.path.join(container_dir, "config.json"),
-                     json.dumps(spec.to_dict(), indent=1).encode(), durable=False)
+                     json.dumps(record, indent=1).encode(), durable=False)
 
     def _write_state(self, container_dir: str, status: str, **fields) -> None:
         import json
@@ -221,6 +271,23 @@ class forwarded_signals:
     def __exit__(self, *exc):
         for number, handler in self.saved.items():
             signal.signal(number, handler)
+        return False
+
+
+def process_identity(pid: int) -> list:
+    """[pid, start time in clock ticks since boot]: unique even when pids are reused."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return [pid, int(fields[19])]
+
+
+def process_alive(identity) -> bool:
+    """Is the process named by ``process_identity`` still there (and the same one)?"""
+    if not identity:
+        return False
+    try:
+        return process_identity(identity[0]) == list(identity)
+    except (OSError, IndexError, ValueError):
         return False
 
 

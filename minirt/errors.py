@@ -29,6 +29,10 @@ class ContainerNotFound(MinirtError):
     """No container has this name or id."""
 
 
+class ContainerError(MinirtError):
+    """The container is in the wrong state for this (e.g. removing a running one)."""
+
+
 class CgroupError(MinirtError):
     """A cgroup could not be created, limited or removed."""
 

@@ -70,3 +70,46 @@ def test_children_of_the_command_die_with_it(engine, state_root):
     time.sleep(0.2)
     os.kill(init, signal.SIGKILL)  # the pid namespace's init dies: the kernel kills the rest
     assert wait_for_exit(cli) == 137
+
+
+def dead(pid: int) -> bool:
+    """Gone, or a zombie waiting for the host's init to reap it (its parent was killed)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_killed_minirt_run_is_cleaned_up_later(engine, state_root):
+    """SIGKILL of `minirt run` itself: the container dies with it (PDEATHSIG), and the
+    next `minirt ps` removes the cgroup and directory it could not."""
+    from conftest import minirt_cli, processes_in_cgroups
+    for flags in (["--rm"], []):
+        cli = minirt_popen("run", *flags, "--name", "orphan", "busybox", "sleep", "30",
+                           state_root=state_root)
+        init = container_init_pid(engine)
+        cli.kill()
+        cli.wait()
+        deadline = time.monotonic() + 5
+        while (processes_in_cgroups() or not dead(init)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not processes_in_cgroups() and dead(init), "the container died with its runtime"
+        assert engine.cgroups.leftovers(), "its cgroup is still there, for now"
+        listing = minirt_cli("ps", "-a", state_root=state_root).stdout.decode()
+        assert not engine.cgroups.leftovers()
+        if flags:
+            assert "orphan" not in listing and not os.listdir(engine.containers_dir)
+        else:
+            assert "orphan" in listing
+            assert minirt_cli("rm", "orphan", state_root=state_root).returncode == 0
+
+
+def test_rm_refuses_a_running_container_unless_forced(engine, state_root):
+    from conftest import minirt_cli
+    cli = minirt_popen("run", "--name", "busy", "busybox", "sleep", "30", state_root=state_root)
+    container_init_pid(engine)
+    refused = minirt_cli("rm", "busy", state_root=state_root)
+    assert refused.returncode != 0 and b"is running" in refused.stderr
+    assert minirt_cli("rm", "-f", "busy", state_root=state_root).returncode == 0
+    assert cli.wait(timeout=10) == 137
