@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("minirt: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # e.g. a state directory this user may not write: say which
+        where = f": {e.filename}" if e.filename else ""
+        print(f"minirt: {e.strerror or e}{where}", file=sys.stderr)
+        return 125
 
 
 def build_parser(only: str | None = None):

@@ -60,7 +60,11 @@ class Engine:
     @property
     def cgroups(self):
         if self._driver is None:
-            self._driver = open_driver(self.cgroup_version, parent=self.cgroup_parent)
+            if os.geteuid() != 0:  # rootless: no cgroup tree of our own to write
+                from .kernel.cgroups.none import NoCgroupDriver
+                self._driver = NoCgroupDriver()
+            else:
+                self._driver = open_driver(self.cgroup_version, parent=self.cgroup_parent)
         return self._driver
 
     # --- containers ------------------------------------------------------------
@@ -91,7 +95,7 @@ class Engine:
             env={**image_env, **parsed_env}, workdir=workdir or config.get("WorkingDir") or "/",
             hostname=hostname or container_id[:12], volumes=parsed_volumes, limits=limits,
             tty=tty, stdin=stdin, storage=storage, name=name or container_id[:12],
-            image=found.name)
+            image=found.name, namespaces=container_namespaces())
 
     def _check_name_free(self, name: str) -> None:
         """Docker's rule: a name is [a-zA-Z0-9][a-zA-Z0-9_.-]* and used by one container."""
@@ -272,6 +276,12 @@ class forwarded_signals:
         for number, handler in self.saved.items():
             signal.signal(number, handler)
         return False
+
+
+def container_namespaces() -> tuple[str, ...]:
+    """Docker's namespaces; without root, a user namespace first (the rootless tier)."""
+    from .kernel.namespaces import CONTAINER_NAMESPACES
+    return CONTAINER_NAMESPACES if os.geteuid() == 0 else ("user",) + CONTAINER_NAMESPACES
 
 
 def process_identity(pid: int) -> list:

@@ -40,14 +40,18 @@ def make_private(path: str = "/") -> None:
             os.close(chroot_dir)
 
 
-def overlay(lower_dirs, upper: str, work: str, target: str) -> None:
+def overlay(lower_dirs, upper: str, work: str, target: str, userxattr: bool = False) -> None:
     """Mount an overlayfs: read-only ``lower_dirs`` (top first) under a writable ``upper``.
 
     Reads fall through to the first layer that has the file; writes copy the
     file up into ``upper``; deletions leave whiteouts there. The image's layer
     directories are never modified (Documentation/filesystems/overlayfs.rst).
+    In a user namespace (rootless) overlayfs keeps its markers in ``user.*``
+    extended attributes, since ``trusted.*`` ones need real root: ``userxattr``.
     """
     options = f"lowerdir={':'.join(lower_dirs)},upperdir={upper},workdir={work}"
+    if userxattr:
+        options += ",userxattr"
     syscalls.mount("overlay", target, "overlay", 0, options)
 
 

@@ -51,6 +51,21 @@ def unshare(names) -> None:
     syscalls.unshare(flags_of(names))
 
 
+def map_to_root(outside_uid: int, outside_gid: int) -> None:
+    """In a new user namespace, become root: map our own ids to 0 (man 7 user_namespaces).
+
+    An unprivileged process may write one line for itself, its own uid and gid,
+    after denying setgroups(2). Inside, uid 0 has every capability over the
+    namespaces this user namespace owns, and none over the host.
+    """
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"0 {outside_uid} 1")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"0 {outside_gid} 1")
+
+
 def namespace_id(pid: int | str, name: str) -> str:
     """The identity of a process's namespace, e.g. ``'pid:[4026531836]'``.
 

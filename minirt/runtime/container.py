@@ -127,8 +127,15 @@ class ContainerProcess:
             # unshares that (see _run_init), so this helper never counts against
             # the container's memory or pids limits.
             early = [n for n in self.spec.namespaces if n != "cgroup"]
+            uid, gid = os.geteuid(), os.getegid()
             with trace.step("unshare", flags=namespaces.flag_names(early)):
-                namespaces.unshare(early)
+                try:
+                    namespaces.unshare(early)
+                except OSError as e:
+                    raise namespaces_refused(e, early) from None
+            if "user" in early:  # rootless: the other namespaces belong to this user namespace
+                with trace.step("uid/gid map", uid_map=f"0 {uid} 1", gid_map=f"0 {gid} 1"):
+                    namespaces.map_to_root(uid, gid)
             init_pid = traced_fork(trace, "init (PID 1)")
             if init_pid == 0:
                 self._run_init(channel, stdio, trace)  # never returns
@@ -200,6 +207,18 @@ class ContainerProcess:
             self.wait()
         self.cgroup.kill_all()
         self.cgroup.remove()
+
+
+def namespaces_refused(error: OSError, names) -> MinirtError:
+    """Explain, in the learner's terms, why the kernel refused new namespaces."""
+    from ..errors import KernelFeatureMissing
+    if "user" in names:
+        return KernelFeatureMissing(
+            f"the kernel refused a user namespace ({error.strerror}): without root, containers "
+            "need user namespaces, which this machine does not allow (max_user_namespaces=0, "
+            "a seccomp policy, or a chroot); `minirt doctor` shows the tier and what still works")
+    return KernelFeatureMissing(f"the kernel refused new namespaces ({error.strerror}): "
+                                "run as root; `minirt doctor` shows what this machine allows")
 
 
 def traced_fork(trace, role: str) -> int:

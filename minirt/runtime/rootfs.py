@@ -100,7 +100,7 @@ def mount_root(spec, container_dir: str, trace) -> str:
         upper, work = os.path.join(container_dir, "upper"), os.path.join(container_dir, "work")
         with trace.step("mount", source="overlay", target=root, fstype="overlay", flags="",
                         lowerdir=len(spec.layers), upperdir=upper):
-            mounts.overlay(spec.layers, upper, work, root)
+            mounts.overlay(spec.layers, upper, work, root, userxattr="user" in spec.namespaces)
     else:
         with trace.step("mount", source=root, target=root, fstype="", flags="MS_BIND|MS_REC"):
             mounts.bind(root, root)

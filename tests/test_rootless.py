@@ -1,0 +1,113 @@
+"""The rootless tier: an ordinary user runs real containers inside a user namespace.
+
+Run as uid 65534 (nobody) for real, on this machine: the user maps itself to
+root in a new user namespace, which owns the container's other namespaces.
+Without a delegated cgroup there are no limits, and asking for one says so.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from conftest import require
+from minirt.kernel import mounts
+
+NOBODY = 65534
+
+
+@pytest.fixture(scope="module")
+def nobody_root():
+    require(os.geteuid() == 0, "needs root to act as another user")
+    with open("/proc/sys/user/max_user_namespaces") as f:
+        require(int(f.read()) > 0, "user namespaces are disabled on this machine")
+    store = tempfile.mkdtemp(prefix="minirt-rootless-", dir="/var/tmp")
+    os.chown(store, NOBODY, NOBODY)
+    try:
+        result = as_nobody(store, "init")
+        assert result.returncode == 0, result.stderr
+        yield store
+    finally:
+        mounts.unmount_all_under(store)
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def leave_chroot_and_drop():
+    mounts.leave_chroot()  # user namespaces are refused inside a chroot (fresh-check)
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+def as_nobody(store: str, *args, timeout=60):
+    env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "MINIRT_ROOT": store,
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([sys.executable, "-m", "minirt", *args], env=env, cwd="/",
+                          capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=leave_chroot_and_drop)
+
+
+def test_an_ordinary_user_runs_an_isolated_container(nobody_root):
+    result = as_nobody(nobody_root, "run", "--rm", "-h", "rootless-box", "busybox", "sh", "-c",
+                       "id -u; cat /proc/self/uid_map; hostname; echo $$; "
+                       "ls /sys/class/net; echo changed > /etc/hostname && echo wrote")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("\n")
+    assert lines[0] == "0", "root inside"
+    assert lines[1].split() == ["0", str(NOBODY), "1"], "mapped to nobody outside"
+    assert lines[2] == "rootless-box"
+    assert lines[3] == "1", "the shell is PID 1 of its own pid namespace"
+    assert lines[4] == "lo" and lines[5] == "wrote"
+    layers = os.path.join(nobody_root, "layers")
+    [layer] = os.listdir(layers)
+    assert open(os.path.join(layers, layer, "etc", "hostname")).read() == "busybox\n"
+    assert not os.listdir(os.path.join(nobody_root, "containers")), "--rm removed it"
+    assert not mounts.mount_points_under(nobody_root)
+
+
+def test_limits_without_a_delegated_cgroup_are_refused_honestly(nobody_root):
+    result = as_nobody(nobody_root, "run", "--rm", "-m", "64m", "busybox", "true")
+    assert result.returncode == 125
+    [line] = result.stderr.strip().splitlines()
+    assert "-m" in line and "cannot be enforced" in line
+    assert not os.listdir(os.path.join(nobody_root, "containers"))
+
+
+def test_doctor_says_rootless(nobody_root):
+    result = as_nobody(nobody_root, "doctor")
+    assert result.returncode == 0
+    assert "tier: rootless" in result.stdout
+
+
+def test_without_user_namespaces_running_explains_why(nobody_root):
+    """The unprivileged tier (Binder): no user namespaces, so no container: one clear line."""
+    from test_doctor import map_ids_one_to_one_in_new_user_namespace
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            mounts.leave_chroot()
+            map_ids_one_to_one_in_new_user_namespace()
+            with open("/proc/sys/user/max_user_namespaces", "w") as f:
+                f.write("0")
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            os.dup2(write_fd, 2)
+            os.execve(sys.executable, [sys.executable, "-m", "minirt", "run", "--rm", "busybox",
+                                       "true"],
+                      {"PATH": os.environ["PATH"], "MINIRT_ROOT": nobody_root, "HOME": "/"})
+        finally:
+            os._exit(99)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        stderr = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 125, stderr
+    [line] = stderr.strip().splitlines()
+    assert "user namespace" in line and "minirt doctor" in line
+    assert not os.listdir(os.path.join(nobody_root, "containers"))
