@@ -125,7 +125,10 @@ class Engine:
                         config["state"] = json.load(f)
                 except (OSError, ValueError):
                     config["state"] = {"status": "created"}
-                config["running"] = bool(self.cgroups.cgroup(config["id"]).procs())
+                # Processes in its cgroup; rootless (no cgroup), its owner still waiting on it.
+                config["running"] = bool(self.cgroups.cgroup(config["id"]).procs()) or (
+                    config["state"].get("status") == "running"
+                    and process_alive(config.get("owner")))
                 found.append(config)
         return found
 

@@ -111,3 +111,20 @@ def test_without_user_namespaces_running_explains_why(nobody_root):
     [line] = stderr.strip().splitlines()
     assert "user namespace" in line and "minirt doctor" in line
     assert not os.listdir(os.path.join(nobody_root, "containers"))
+
+
+def test_ps_shows_a_running_rootless_container(nobody_root):
+    env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "MINIRT_ROOT": nobody_root}
+    cli = subprocess.Popen([sys.executable, "-m", "minirt", "run", "--rm", "--name", "sleeper",
+                            "busybox", "sleep", "30"], env=env, cwd="/",
+                           preexec_fn=leave_chroot_and_drop)
+    try:
+        import time
+        deadline = time.monotonic() + 10
+        while "sleeper" not in as_nobody(nobody_root, "ps").stdout:
+            assert time.monotonic() < deadline, "the container never showed up in ps"
+            time.sleep(0.1)
+    finally:
+        cli.terminate()
+        cli.wait(timeout=10)
+    assert "sleeper" not in as_nobody(nobody_root, "ps", "-a").stdout
