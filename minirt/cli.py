@@ -192,6 +192,47 @@ def rm_arguments(rm) -> None:
     rm.add_argument("containers", nargs="+", metavar="CONTAINER")
 
 
+def commit_arguments(commit) -> None:
+    commit.add_argument("-c", "--change", action="append", default=[],
+                        help="a Dockerfile instruction for the new config, e.g. 'CMD [\"sh\"]'")
+    commit.add_argument("-m", "--message", default="", help="a note for the image's history")
+    commit.add_argument("container")
+    commit.add_argument("reference", help="REPOSITORY[:TAG] for the new image")
+
+
+def one_container(parser) -> None:
+    parser.add_argument("container")
+
+
+def export_arguments(export) -> None:
+    export.add_argument("-o", "--output", help="write to this file instead of stdout")
+    export.add_argument("container")
+
+
+def rmi_arguments(rmi) -> None:
+    rmi.add_argument("-f", "--force", action="store_true",
+                     help="remove even when a container was made from it")
+    rmi.add_argument("images", nargs="+", metavar="IMAGE")
+
+
+def tag_arguments(tag) -> None:
+    tag.add_argument("source", metavar="SOURCE_IMAGE")
+    tag.add_argument("target", metavar="TARGET_IMAGE")
+
+
+def one_image(parser) -> None:
+    parser.add_argument("image")
+
+
+def inspect_arguments(inspect) -> None:
+    inspect.add_argument("names", nargs="+", metavar="NAME", help="images or containers")
+
+
+def system_arguments(system) -> None:
+    system.add_argument("what", choices=["df"], help="df: disk used by images, and what sharing saved")
+    system.add_argument("-v", "--verbose", action="store_true", help="one line per image")
+
+
 def doctor_arguments(doctor) -> None:
     doctor.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -315,6 +356,105 @@ def cmd_rm(args) -> int:
     return 0
 
 
+def cmd_commit(args) -> int:
+    from .engine import Engine
+    image = Engine().commit(args.container, args.reference, args.change, args.message)
+    print(image.id)
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from .engine import Engine
+    for kind, path in Engine().diff(args.container):
+        print(kind, path)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .engine import Engine
+    engine = Engine()
+    if args.output:
+        tmp = args.output + ".part"  # renamed when complete: never half a tar under the name
+        with open(tmp, "wb") as out:
+            engine.export(args.container, out)
+        os.rename(tmp, args.output)
+    elif os.isatty(1):
+        print("minirt: refusing to write a tar to a terminal: use -o FILE or a redirect",
+              file=sys.stderr)
+        return 125
+    else:
+        engine.export(args.container, sys.stdout.buffer)
+    return 0
+
+
+def cmd_rmi(args) -> int:
+    from .engine import Engine
+    engine = Engine()
+    for name in args.images:
+        removed = engine.remove_image(name, force=args.force)
+        print(f"Untagged: {name}")
+        for digest in removed:
+            print(f"Deleted: {digest}")
+    return 0
+
+
+def cmd_tag(args) -> int:
+    from .engine import Engine
+    store = Engine().images
+    store.tag(args.target, store.resolve(args.source).manifest_digest)
+    return 0
+
+
+def cmd_history(args) -> int:
+    from .engine import Engine
+    image = Engine().images.resolve(args.image)
+    rows = [("IMAGE", "CREATED", "CREATED BY", "SIZE")]
+    history = [h for h in image.config.get("history", []) if not h.get("empty_layer")]
+    for i, (layer, entry) in enumerate(reversed(list(zip(image.layers, history)))):
+        rows.append((image.id.removeprefix("sha256:")[:12] if i == 0 else "<missing>",
+                     entry.get("created", ""), entry.get("created_by", "")[:60],
+                     human_size(layer.size)))
+    print_table(rows)
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    import json
+    from .engine import Engine
+    from .errors import ContainerNotFound, ImageNotFound
+    engine, found = Engine(), []
+    for name in args.names:
+        try:
+            image = engine.images.resolve(name)
+            found.append({"Id": image.id, "RepoTags": [image.name],
+                          "ManifestDigest": image.manifest_digest, "Config": image.run_config,
+                          "RootFS": image.config.get("rootfs"), "History": image.config.get("history"),
+                          "Layers": [layer.to_dict() for layer in image.layers],
+                          "Size": sum(layer.size for layer in image.layers)})
+        except ImageNotFound:
+            try:
+                found.append(engine.find_container(name))
+            except ContainerNotFound:
+                raise ContainerNotFound(f"no such image or container: {name}") from None
+    print(json.dumps(found, indent=2))
+    return 0
+
+
+def cmd_system(args) -> int:
+    from .engine import Engine
+    usage = Engine().images.disk_usage()
+    print_table([("TYPE", "TOTAL", "SIZE", "SAVED BY SHARING"),
+                 ("Images", str(len(usage["images"])), human_size(usage["total"]),
+                  human_size(usage["saved"]))])
+    if args.verbose:
+        print()
+        print_table([("REPOSITORY:TAG", "IMAGE ID", "LAYERS", "SIZE", "SHARED SIZE", "UNIQUE SIZE")] +
+                    [(i["name"], i["id"].removeprefix("sha256:")[:12], str(i["layers"]),
+                      human_size(i["size"]), human_size(i["shared"]), human_size(i["unique"]))
+                     for i in usage["images"]])
+    return 0
+
+
 def cmd_images(args) -> int:
     from .engine import Engine
     images = Engine().images.images()
@@ -370,6 +510,14 @@ COMMANDS = {
     "ps": (ps_arguments, cmd_ps, "list containers"),
     "rm": (rm_arguments, cmd_rm, "remove containers"),
     "images": (images_arguments, cmd_images, "list local images"),
+    "commit": (commit_arguments, cmd_commit, "make a new image from a container's changes"),
+    "diff": (one_container, cmd_diff, "show what a container added, changed, deleted"),
+    "export": (export_arguments, cmd_export, "a container's filesystem as a tar"),
+    "rmi": (rmi_arguments, cmd_rmi, "remove images"),
+    "tag": (tag_arguments, cmd_tag, "give an image another name"),
+    "history": (one_image, cmd_history, "the layers of an image"),
+    "inspect": (inspect_arguments, cmd_inspect, "images or containers, as JSON"),
+    "system": (system_arguments, cmd_system, "system df: disk used, and saved by sharing"),
     "import": (import_arguments, cmd_import,
                "create an image from a flat root filesystem tarball"),
     "init": (no_arguments, cmd_init, "prepare the state directory and build busybox:latest "

@@ -95,7 +95,7 @@ class Engine:
             env={**image_env, **parsed_env}, workdir=workdir or config.get("WorkingDir") or "/",
             hostname=hostname or container_id[:12], volumes=parsed_volumes, limits=limits,
             tty=tty, stdin=stdin, storage=storage, name=name or container_id[:12],
-            image=found.name, namespaces=container_namespaces())
+            image=found.name, image_id=found.image_id, namespaces=container_namespaces())
 
     def _check_name_free(self, name: str) -> None:
         """Docker's rule: a name is [a-zA-Z0-9][a-zA-Z0-9_.-]* and used by one container."""
@@ -174,6 +174,82 @@ class Engine:
         if os.path.isdir(directory):
             remove_tree(directory)
         return container["id"]
+
+    # --- images from containers -------------------------------------------------------
+    def _upper_dir(self, container: dict) -> str:
+        from .errors import ContainerError
+        if container.get("storage") != "overlay":
+            raise ContainerError(f"container {container['name']} has a copied root filesystem "
+                                 "(--storage copy): its changes cannot be told apart from the image")
+        return os.path.join(self.containers_dir, container["id"], "upper")
+
+    def diff(self, ref: str) -> list[tuple[str, str]]:
+        """``docker diff``: what the container added (A), changed (C) and deleted (D)."""
+        from .image.changes import container_changes
+        container = self.find_container(ref)
+        return container_changes(self._upper_dir(container), container["layers"])
+
+    def commit(self, ref: str, name: str, changes=(), message: str = ""):
+        """``docker commit``: the container's changes become a new layer of a new image."""
+        from .image.changes import apply_changes
+        container = self.find_container(ref)
+        upper = self._upper_dir(container)
+        parent = self.images.resolve(container["image_id"] or container["image"])
+        run_config = dict(parent.run_config)
+        run_config["Cmd"] = container["command"][len(run_config.get("Entrypoint") or []):]
+        run_config["Env"] = [f"{k}={v}" for k, v in container["env"].items()]
+        run_config["WorkingDir"] = container["workdir"]
+        run_config = apply_changes(run_config, changes)
+        created_by = f"minirt commit {container['name']}" + (f": {message}" if message else "")
+        return self.images.add_rootfs(upper, name, run_config, created_by, parent=parent,
+                                      overlay_markers=True, reproducible=False)
+
+    def export(self, ref: str, out) -> None:
+        """``docker export``: the container's whole filesystem as one flat tar.
+
+        The layers and the container's upper dir are stacked read-only with
+        overlayfs in a child's private mount namespace, and tar reads the result.
+        """
+        import tarfile
+        from .kernel import mounts, namespaces
+        container = self.find_container(ref)
+        lower = [self._upper_dir(container)] + list(container["layers"])
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                namespaces.unshare(["mnt"])
+                mounts.make_private("/")
+                merged = os.path.join(self.containers_dir, container["id"], "rootfs")
+                from .kernel import syscalls
+                syscalls.mount("overlay", merged, "overlay", syscalls.MS_RDONLY,
+                               f"lowerdir={':'.join(lower)}")
+                with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                    for name in sorted(os.listdir(merged)):
+                        tar.add(os.path.join(merged, name), arcname=name)
+                out.flush()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise MinirtError(f"could not export container {container['name']}")
+
+    def remove_image(self, name: str, force: bool = False) -> list[str]:
+        """``docker rmi``: untag, then delete what no image uses any more.
+
+        Refused while a container (running or stopped) was made from the image,
+        unless ``force``.
+        """
+        from .errors import ImageError
+        image = self.images.resolve(name)
+        users = [c["name"] for c in self.containers() if c.get("image_id") == image.id]
+        if users and not force:
+            raise ImageError(f"image {image.name} is used by container(s) {', '.join(users)}: "
+                             "remove them first, or use rmi -f")
+        self.images.untag(image.name)
+        in_use = {layer for c in self.containers() for layer in c["layers"]}
+        return self.images.collect_garbage(in_use)
 
     def find_container(self, ref: str) -> dict:
         """A container by name, full id or unique id prefix (as docker accepts them)."""

@@ -49,28 +49,75 @@ class _HashingWriter:
         pass
 
 
-def pack_directory(source: str, out_path: str) -> tuple[str, str, int]:
+def pack_directory(source: str, out_path: str, reproducible: bool = True,
+                   overlay_markers: bool = False) -> tuple[str, str, int]:
     """Write ``source``'s tree as a gzip-compressed layer at ``out_path``.
+
+    ``reproducible``: every file owned by root with a fixed time, so the same
+    files always give the same digest (how the busybox image is built).
+    ``overlay_markers``: ``source`` is an overlayfs upper dir, whose deletions
+    are 0/0 character devices and opaque directories an xattr; they become the
+    OCI whiteouts ``.wh.NAME`` and ``.wh..wh..opq`` (how ``commit`` works).
 
     Returns ``(digest, diff_id, size)``: the sha256 of the compressed blob (how
     registries and manifests name it), the sha256 of the plain tar (how the
     image config names it) and the compressed size.
     """
-    def owned_by_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        info.mtime = REPRODUCIBLE_MTIME
-        return info
-
     with open(out_path, "wb") as raw:
         compressed = _HashingWriter(raw)
         with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0, compresslevel=6) as gz:
             plain = _HashingWriter(gz)
             with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                for name in sorted(os.listdir(source)):
-                    tar.add(os.path.join(source, name), arcname=name, filter=owned_by_root)
+                for info, path in layer_members(tar, source, overlay_markers):
+                    if reproducible:
+                        info.uid = info.gid = 0
+                        info.uname = info.gname = ""
+                        info.mtime = REPRODUCIBLE_MTIME
+                    if info.isreg() and path is not None:
+                        with open(path, "rb") as f:
+                            tar.addfile(info, f)
+                    else:
+                        tar.addfile(info)
     return ("sha256:" + compressed.sha.hexdigest(), "sha256:" + plain.sha.hexdigest(),
             compressed.size)
+
+
+def layer_members(tar, source: str, overlay_markers: bool):
+    """(TarInfo, path) for every entry below ``source``, sorted, parents first."""
+    for directory, dirs, files in os.walk(source):
+        dirs.sort()
+        relative = os.path.relpath(directory, source)
+        prefix = "" if relative == "." else relative + "/"
+        if prefix:
+            yield tar.gettarinfo(directory, arcname=relative), None
+        if prefix and overlay_markers and is_opaque(directory):
+            yield empty_member(prefix + OPAQUE_MARKER), None
+        links = [d for d in dirs if os.path.islink(os.path.join(directory, d))]
+        for name in sorted(files + links):
+            path = os.path.join(directory, name)
+            st = os.lstat(path)
+            if overlay_markers and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                yield empty_member(prefix + WHITEOUT_PREFIX + name), None
+            else:
+                yield tar.gettarinfo(path, arcname=prefix + name), path
+        dirs[:] = [d for d in dirs if d not in links]
+
+
+def empty_member(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.mtime = REPRODUCIBLE_MTIME
+    return info
+
+
+def is_opaque(directory: str) -> bool:
+    """Did overlayfs mark this upper directory opaque (it replaced a lower one)?"""
+    for attribute in ("trusted.overlay.opaque", "user.overlay.opaque"):
+        try:
+            if os.getxattr(directory, attribute, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def member_parts(name: str) -> list[str]:

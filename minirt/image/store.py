@@ -166,6 +166,65 @@ class ImageStore:
             })
             atomic_write(self._index_path, canonical_json(index))
 
+    def untag(self, name: str) -> Image:
+        """Remove a tag (``docker rmi``'s first half); returns the image it named."""
+        image = self.resolve(name)
+        wanted = str(reference.parse(image.name))
+        with self._locked():
+            index = self._index()
+            index["manifests"] = [m for m in index["manifests"]
+                                  if m.get("annotations", {}).get(NAME_ANNOTATION) != wanted]
+            atomic_write(self._index_path, canonical_json(index))
+        return image
+
+    def collect_garbage(self, in_use: set[str] = frozenset()) -> list[str]:
+        """Delete blobs and unpacked layers no tagged image refers to any more.
+
+        Returns the digests removed. Shared layers stay as long as one image uses
+        them; ``in_use`` names layer directories containers still stand on.
+        """
+        from ..paths import remove_tree
+        keep_blobs, keep_layers = set(), {os.path.basename(d) for d in in_use}
+        for image in self.images():
+            keep_blobs |= {image.manifest_digest, image.config_digest}
+            keep_blobs |= {layer.digest for layer in image.layers}
+            keep_layers |= {layer.diff_id.removeprefix("sha256:") for layer in image.layers}
+        removed = []
+        with self._locked():
+            blobs = os.path.join(self.layout, "blobs", "sha256")
+            for name in os.listdir(blobs):
+                if not name.startswith(".") and "sha256:" + name not in keep_blobs:
+                    os.unlink(os.path.join(blobs, name))
+                    removed.append("sha256:" + name)
+            for name in os.listdir(self.layers_root) if os.path.isdir(self.layers_root) else []:
+                if not name.startswith(".") and name not in keep_layers:
+                    remove_tree(os.path.join(self.layers_root, name))
+        return removed
+
+    def disk_usage(self) -> dict:
+        """Bytes on disk per image (compressed blob + unpacked dir of each layer), shared vs unique.
+
+        ``saved`` is what sharing saves: the images' sizes added up, minus what
+        the distinct layers really take.
+        """
+        layer_bytes, users = {}, {}
+        images = self.images()
+        for image in images:
+            for layer in image.layers:
+                if layer.diff_id not in layer_bytes:
+                    layer_bytes[layer.diff_id] = layer.size + tree_size(self.layer_dir(layer.diff_id))
+                users.setdefault(layer.diff_id, set()).add(image.name)
+        per_image = []
+        for image in images:
+            ids = {layer.diff_id for layer in image.layers}
+            shared = sum(layer_bytes[i] for i in ids if len(users[i]) > 1)
+            unique = sum(layer_bytes[i] for i in ids if len(users[i]) == 1)
+            per_image.append({"name": image.name, "id": image.id, "size": shared + unique,
+                              "shared": shared, "unique": unique, "layers": len(ids)})
+        total = sum(layer_bytes.values())
+        return {"images": per_image, "total": total,
+                "saved": sum(i["size"] for i in per_image) - total}
+
     def images(self) -> list[Image]:
         """Every tagged image, in the order they were tagged."""
         return [self._load(m["annotations"][NAME_ANNOTATION], m["digest"])
@@ -296,8 +355,13 @@ class ImageStore:
 
     # --- making images -------------------------------------------------------
     def add_rootfs(self, rootfs: str, name: str, run_config: dict, created_by: str,
-                   parent: Image | None = None) -> Image:
-        """Pack a directory as one new layer (on top of ``parent``'s) and tag the image."""
+                   parent: Image | None = None, overlay_markers: bool = False,
+                   reproducible: bool = True) -> Image:
+        """Pack a directory as one new layer (on top of ``parent``'s) and tag the image.
+
+        ``overlay_markers``: ``rootfs`` is a container's overlayfs upper dir
+        (``commit``); ``reproducible``: fixed owners and times (built images).
+        """
         import tempfile
         import time
 
@@ -306,7 +370,7 @@ class ImageStore:
         fd, tmp = tempfile.mkstemp(dir=os.path.join(self.layout, "blobs", "sha256"), prefix=".tmp-")
         os.close(fd)
         try:
-            digest, diff_id, size = layers.pack_directory(rootfs, tmp)
+            digest, diff_id, size = layers.pack_directory(rootfs, tmp, reproducible, overlay_markers)
             os.chmod(tmp, 0o444)
             os.rename(tmp, self.blob_path(digest))
         except BaseException:
@@ -315,7 +379,8 @@ class ImageStore:
         new_layer = LayerInfo(digest, diff_id, size)
         base_layers = parent.layers if parent else []
         history = list(parent.config.get("history", [])) if parent else []
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(layers.REPRODUCIBLE_MTIME))
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(
+            layers.REPRODUCIBLE_MTIME if reproducible else time.time()))
         history.append({"created": created, "created_by": created_by})
         config = {
             "created": created, "architecture": _oci_architecture(), "os": "linux",
@@ -397,6 +462,18 @@ class _HashingReader:
 
     def digest(self) -> str:
         return "sha256:" + self.sha.hexdigest()
+
+
+def tree_size(path: str) -> int:
+    """Bytes used by the files below ``path`` (each hard-linked inode once), like ``du -b``."""
+    seen, total = set(), 0
+    for directory, dirs, files in os.walk(path):
+        for name in dirs + files:
+            st = os.lstat(os.path.join(directory, name))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
 
 
 def _oci_architecture() -> str:

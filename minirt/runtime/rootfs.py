@@ -53,11 +53,13 @@ def copy_layers(bottom_first: list[str], dest: str) -> None:
     device) deletes the lower file, as overlayfs would hide it.
     """
     import shutil
+
+    from ..image.layer import is_opaque  # here: tarfile and gzip are not for every start
     for layer in bottom_first:
         for directory, subdirs, files in os.walk(layer):
             relative = os.path.relpath(directory, layer)
             target_dir = os.path.normpath(os.path.join(dest, relative))
-            if _is_opaque(directory) and os.path.isdir(target_dir):
+            if is_opaque(directory) and os.path.isdir(target_dir):
                 shutil.rmtree(target_dir)  # an opaque dir hides all lower content
             os.makedirs(target_dir, exist_ok=True)
             shutil.copystat(directory, target_dir)
@@ -76,13 +78,6 @@ def copy_layers(bottom_first: list[str], dest: str) -> None:
                     os.lchown(target, st.st_uid, st.st_gid)
                 except (PermissionError, FileNotFoundError):
                     pass
-
-
-def _is_opaque(directory: str) -> bool:
-    try:
-        return os.getxattr(directory, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
-    except OSError:
-        return False
 
 
 def _remove_path(path: str) -> None:

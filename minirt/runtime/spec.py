@@ -22,13 +22,14 @@ class ContainerSpec(Record):
     """Everything the runtime needs to start one container."""
 
     __slots__ = ("id", "layers", "command", "env", "workdir", "hostname", "volumes", "limits",
-                 "namespaces", "tty", "stdin", "storage", "name", "image")
+                 "namespaces", "tty", "stdin", "storage", "name", "image", "image_id")
 
     def __init__(self, id: str, layers: list[str], command: list[str],
                  env: dict[str, str] | None = None, workdir: str = "/", hostname: str = "",
                  volumes: list[Volume] | None = None, limits: Limits | None = None,
                  namespaces: tuple[str, ...] = CONTAINER_NAMESPACES, tty: bool = False,
-                 stdin: bool = False, storage: str = "overlay", name: str = "", image: str = ""):
+                 stdin: bool = False, storage: str = "overlay", name: str = "", image: str = "",
+                 image_id: str = ""):
         self.id = id
         self.layers = layers            # image layer directories, top first
         self.command = command          # argv inside the container
@@ -43,6 +44,7 @@ class ContainerSpec(Record):
         self.storage = storage          # "overlay", or "copy" where overlayfs is missing
         self.name = name
         self.image = image
+        self.image_id = image_id        # the config digest: survives re-tagging
 
     def to_dict(self) -> dict:
         d = super().to_dict()
