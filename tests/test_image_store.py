@@ -180,3 +180,69 @@ def test_run_plans_follow_the_index(image_store, tmp_path):
     assert os.path.isdir(store.run_plan("app:1").layers[0]), "a missing layer dir is unpacked again"
     with pytest.raises(ImageNotFound):
         store.run_plan("app:2")
+
+
+@pytest.mark.parametrize("members, why", [
+    ([member(".", tarfile.SYMTYPE, linkname="/etc")], "root"),
+    ([member("/", tarfile.SYMTYPE, linkname="/etc")], "absolute"),
+    ([member("d/", tarfile.DIRTYPE, mode=0o755), member("h", tarfile.LNKTYPE, linkname="d")],
+     "regular file"),
+    ([member("s", tarfile.SYMTYPE, linkname="/etc/passwd"), member("h", tarfile.LNKTYPE, linkname="s")],
+     "regular file"),
+    ([member("h", tarfile.LNKTYPE, linkname="missing")], "missing"),
+    ([member("a/.wh.b/c", data=b"")], "whiteout"),
+])
+def test_hostile_layers_are_refused_with_a_clear_message(tmp_path, members, why):
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    with pytest.raises(ImageError, match=why):
+        layer.unpack(tar_bytes(members), str(dest))
+    assert not os.path.islink(dest), "the layer root itself is untouched"
+
+
+def test_a_gzip_bomb_is_capped(tmp_path):
+    import gzip
+    big = gzip.compress(tar_bytes([member("zeros", data=b"\0" * (8 * 1024 * 1024))]).getvalue())
+    assert len(big) < 64 * 1024, "a few KiB that unpack to 8 MiB"
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    with pytest.raises(ImageError, match="larger than"):
+        layer.unpack(io.BytesIO(big), str(dest), max_bytes=1024 * 1024)
+
+
+def test_a_whiteout_does_not_hide_its_own_layers_file(tmp_path):
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    layer.unpack(tar_bytes([member("etc/", tarfile.DIRTYPE, mode=0o755),
+                            member("etc/motd", data=b"mine\n"),
+                            member("etc/.wh.motd", data=b"")]), str(dest))
+    assert (dest / "etc" / "motd").read_bytes() == b"mine\n"
+
+
+def test_setuid_bits_are_kept_only_as_root(tmp_path):
+    tar = tar_bytes([member("bin/", tarfile.DIRTYPE, mode=0o755),
+                     member("bin/su", data=b"#!", mode=0o4755)]).getvalue()
+    as_root = tmp_path / "root"
+    as_root.mkdir()
+    layer.unpack(io.BytesIO(tar), str(as_root))
+    if os.geteuid() == 0:
+        assert stat.S_IMODE(os.stat(as_root / "bin" / "su").st_mode) == 0o4755
+    import tempfile
+    as_user = tempfile.mkdtemp(dir="/var/tmp")  # reachable by nobody, unlike pytest's tmp
+    os.chown(as_user, 65534, 65534)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            layer.unpack(io.BytesIO(tar), as_user)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    try:
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        assert stat.S_IMODE(os.stat(os.path.join(as_user, "bin", "su")).st_mode) == 0o755, \
+            "setuid dropped"
+    finally:
+        import shutil
+        shutil.rmtree(as_user)

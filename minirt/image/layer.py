@@ -11,8 +11,13 @@ A tarball is untrusted input. Every member is created relative to a directory
 file descriptor opened with O_NOFOLLOW, component by component, so neither an
 absolute path, ``..``, nor a symlink planted by an earlier member (umoci
 CVE-2021-29136, containerd CVE-2021-32760) can make us write outside ``dest``.
-Device nodes are skipped. Python's ``tarfile`` extraction filters are not relied
-on: they have had bypasses (CVE-2024-12718, CVE-2025-4517).
+Also refused: a member that would replace the layer's root (a symlink named
+``.`` or ``/``), hard links to anything but a regular file already in the
+layer, a bare ``.wh.``, and more than ``max_bytes`` of uncompressed data (a
+gzip bomb). Device nodes are skipped; setuid/setgid bits are kept only when
+unpacking as root. A whiteout hides files of *lower* layers only, never one
+the same layer created (image-spec layer.md). Python's ``tarfile`` extraction
+filters are not relied on: they have had bypasses (CVE-2024-12718, CVE-2025-4517).
 """
 
 import errno
@@ -27,6 +32,9 @@ from ..paths import remove_entry
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
+# Most uncompressed bytes one layer may hold (MINIRT_MAX_LAYER_BYTES overrides): a small
+# gzip stream can expand to terabytes.
+MAX_LAYER_BYTES = int(os.environ.get("MINIRT_MAX_LAYER_BYTES", 64 * 1024 ** 3))
 # Fixed timestamp for files we pack ourselves, so the same input gives the same digest.
 REPRODUCIBLE_MTIME = 946684800  # 2000-01-01
 
@@ -125,6 +133,8 @@ def member_parts(name: str) -> list[str]:
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if name.startswith("/") or ".." in parts:
         raise ImageError(f"unsafe path in layer: {name!r} (absolute or containing '..')")
+    if any(p.startswith(WHITEOUT_PREFIX) for p in parts[:-1]):
+        raise ImageError(f"malformed layer path {name!r}: a whiteout is not a directory")
     return parts
 
 
@@ -161,14 +171,34 @@ def _set_metadata(fd: int | None, parent_fd: int, name: str, info: tarfile.TarIn
         except OSError:
             pass
     if fd is not None:
-        os.fchmod(fd, info.mode & 0o7777)
+        os.fchmod(fd, permission_bits(info, as_root))
     try:
         os.utime(name, (info.mtime, info.mtime), dir_fd=parent_fd, follow_symlinks=False)
     except OSError:
         pass
 
 
-def unpack(fileobj, dest: str) -> None:
+def permission_bits(info: tarfile.TarInfo, as_root: bool) -> int:
+    """The mode to give a file: setuid and setgid only when we unpack as root."""
+    return info.mode & (0o7777 if as_root else 0o1777)
+
+
+class _CappedReader:
+    """Reads through to ``raw``, refusing to deliver more than ``limit`` bytes."""
+
+    def __init__(self, raw, limit: int):
+        self.raw, self.limit, self.seen = raw, limit, 0
+
+    def read(self, n=-1):
+        data = self.raw.read(n)
+        self.seen += len(data)
+        if self.seen > self.limit:
+            raise ImageError(f"layer is larger than {self.limit} bytes uncompressed (a gzip "
+                             "bomb?): refused")
+        return data
+
+
+def unpack(fileobj, dest: str, max_bytes: int = MAX_LAYER_BYTES) -> None:
     """Unpack a layer tar (plain or gzip) from ``fileobj`` into the directory ``dest``.
 
     Whiteouts become overlayfs whiteouts, so ``dest`` can serve directly as a
@@ -177,21 +207,27 @@ def unpack(fileobj, dest: str) -> None:
     as_root = os.geteuid() == 0
     root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
     directories = []  # (parts, info): directory modes are applied last, once they are filled
+    created = set()   # paths this layer made: its own whiteouts may not hide them
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+        stream = _CappedReader(_decompressed(fileobj), max_bytes)
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
             for info in tar:
                 parts = member_parts(info.name)
                 if not parts:
+                    if not info.isdir():
+                        raise ImageError(f"layer member {info.name!r} would replace the layer's "
+                                         "root (umoci CVE-2021-29136): refused")
                     continue
                 parent_fd = _open_dir(root_fd, parts[:-1], create=True)
                 try:
-                    _unpack_member(tar, info, parts, parent_fd, root_fd, as_root, directories)
+                    _unpack_member(tar, info, parts, parent_fd, root_fd, as_root, directories,
+                                   created)
                 finally:
                     os.close(parent_fd)
         for parts, info in reversed(directories):
             fd = _open_dir(root_fd, parts, create=False)
             try:
-                os.fchmod(fd, info.mode & 0o7777)
+                os.fchmod(fd, permission_bits(info, as_root))
             finally:
                 os.close(fd)
     except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as e:
@@ -202,18 +238,21 @@ def unpack(fileobj, dest: str) -> None:
         os.close(root_fd)
 
 
-def _unpack_member(tar, info, parts, parent_fd, root_fd, as_root, directories) -> None:
+def _unpack_member(tar, info, parts, parent_fd, root_fd, as_root, directories, created) -> None:
     name = parts[-1]
     if name == OPAQUE_MARKER:
         _mark_opaque(parent_fd)
         return
     if name.startswith(WHITEOUT_PREFIX):
         hidden = name[len(WHITEOUT_PREFIX):]
-        if not hidden or hidden in (".", ".."):
+        if not hidden or hidden in (".", "..") or "/" in hidden:
             raise ImageError(f"malformed whiteout in layer: {info.name!r}")
+        if "/".join(parts[:-1] + [hidden]) in created:
+            return  # a whiteout hides lower layers' files, not this layer's own
         remove_entry(parent_fd, hidden)
         os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=parent_fd)
         return
+    created.add("/".join(parts))
     if info.isdir():
         try:
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
@@ -245,6 +284,10 @@ def _unpack_member(tar, info, parts, parent_fd, root_fd, as_root, directories) -
             raise ImageError(f"hard link to the layer root: {info.name!r}")
         target_fd = _open_dir(root_fd, target[:-1], create=False)
         try:
+            if not stat.S_ISREG(os.stat(target[-1], dir_fd=target_fd,
+                                        follow_symlinks=False).st_mode):
+                raise ImageError(f"hard link {info.name!r} must point to a regular file, and "
+                                 f"{info.linkname!r} is not one")
             os.link(target[-1], name, src_dir_fd=target_fd, dst_dir_fd=parent_fd,
                     follow_symlinks=False)
         except FileNotFoundError:
@@ -256,6 +299,31 @@ def _unpack_member(tar, info, parts, parent_fd, root_fd, as_root, directories) -
         os.mkfifo(name, info.mode & 0o777, dir_fd=parent_fd)
     # Character and block devices are skipped on purpose: a container gets its
     # devices from the runtime's minimal /dev, never from an image.
+
+
+def _decompressed(fileobj):
+    """The tar stream inside ``fileobj``: gunzipped when it starts with gzip's magic."""
+    head = fileobj.read(2) if hasattr(fileobj, "read") else b""
+    rest = _Prepend(head, fileobj)
+    return gzip.GzipFile(fileobj=rest, mode="rb") if head == b"\x1f\x8b" else rest
+
+
+class _Prepend:
+    """A reader that first returns ``head`` (bytes already read to sniff the format)."""
+
+    def __init__(self, head: bytes, raw):
+        self.head, self.raw = head, raw
+
+    def read(self, n=-1):
+        if self.head:
+            if n < 0:
+                data, self.head = self.head + self.raw.read(), b""
+                return data
+            data, self.head = self.head[:n], self.head[n:]
+            if len(data) < n:
+                data += self.raw.read(n - len(data))
+            return data
+        return self.raw.read(n)
 
 
 def _mark_opaque(dir_fd: int) -> None:
