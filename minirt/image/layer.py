@@ -208,6 +208,10 @@ def unpack(fileobj, dest: str, max_bytes: int = MAX_LAYER_BYTES) -> None:
     root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
     directories = []  # (parts, info): directory modes are applied last, once they are filled
     created = set()   # paths this layer made: its own whiteouts may not hide them
+    # Files of one directory come one after another in a tar: keep that directory
+    # open. Any member that could change the tree's shape (a directory, a
+    # whiteout, a replacement) closes it, so the next member walks from the root.
+    parent = (None, -1)
     try:
         stream = _CappedReader(_decompressed(fileobj), max_bytes)
         with tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -218,12 +222,18 @@ def unpack(fileobj, dest: str, max_bytes: int = MAX_LAYER_BYTES) -> None:
                         raise ImageError(f"layer member {info.name!r} would replace the layer's "
                                          "root (umoci CVE-2021-29136): refused")
                     continue
-                parent_fd = _open_dir(root_fd, parts[:-1], create=True)
-                try:
-                    _unpack_member(tar, info, parts, parent_fd, root_fd, as_root, directories,
-                                   created)
-                finally:
-                    os.close(parent_fd)
+                simple = (info.isreg() or info.issym() or info.islnk()) and \
+                    not parts[-1].startswith(WHITEOUT_PREFIX)
+                if parent[0] != parts[:-1] or not simple:
+                    if parent[1] >= 0:
+                        os.close(parent[1])
+                        parent = (None, -1)
+                    parent = (parts[:-1], _open_dir(root_fd, parts[:-1], create=True))
+                _unpack_member(tar, info, parts, parent[1], root_fd, as_root, directories,
+                               created)
+                if not simple:
+                    os.close(parent[1])
+                    parent = (None, -1)
         for parts, info in reversed(directories):
             fd = _open_dir(root_fd, parts, create=False)
             try:
@@ -235,6 +245,8 @@ def unpack(fileobj, dest: str, max_bytes: int = MAX_LAYER_BYTES) -> None:
             raise
         raise ImageError(f"cannot unpack layer: {e}") from None
     finally:
+        if parent[1] >= 0:
+            os.close(parent[1])
         os.close(root_fd)
 
 
