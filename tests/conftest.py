@@ -18,7 +18,6 @@ import pytest
 from minirt.engine import Engine
 from minirt.image import busybox
 from minirt.kernel import mounts
-from minirt.kernel.cgroups import open_driver
 
 STRICT = os.environ.get("MINIRT_STRICT") == "1"
 CGROUP_PARENT = f"minirt-test-{os.getpid()}"

@@ -8,7 +8,6 @@ import tarfile
 import pytest
 
 from conftest import minirt_cli
-from minirt.errors import ImageError
 from minirt.image.store import tree_size
 
 

@@ -1,6 +1,5 @@
 """The monitor: samples agree with the cgroup files and with psutil."""
 
-import os
 import signal
 import subprocess
 import time

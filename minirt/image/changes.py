@@ -11,7 +11,6 @@ OCI whiteouts (``.wh.NAME``, ``.wh..wh..opq``; image-spec layer.md).
 import os
 import stat
 
-from .layer import is_opaque
 
 
 def container_changes(upper: str, lower_dirs: list[str]) -> list[tuple[str, str]]:

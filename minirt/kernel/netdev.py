@@ -8,7 +8,6 @@ Bridges and veth pairs (the networking issue) use netlink through pyroute2.
 
 import _socket  # the C module under `socket`: all we need, and much faster to import
 import fcntl
-import os
 import struct
 
 SIOCGIFFLAGS = 0x8913

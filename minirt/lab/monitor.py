@@ -14,7 +14,6 @@ DataFrame with ``to_frame`` when pandas is installed).
 psutil: https://psutil.readthedocs.io; cgroup files: man 7 cgroups.
 """
 
-import os
 import time
 
 import psutil

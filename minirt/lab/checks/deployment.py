@@ -16,15 +16,11 @@ Both print a verdict and return True or False; neither raises (see ``verdict``).
 """
 
 import ctypes
-import json
 import os
-import select
 import shutil
-import signal
 import tempfile
-import time
-import traceback
 
+from .child import in_child
 from .verdict import run_check
 
 # Capability names in bit order, as in linux/capability.h (man 7 capabilities).
@@ -62,48 +58,14 @@ def cap_eff(status_text: str) -> str:
 # --- real processes, read in forked children --------------------------------------
 
 def _in_child(action, timeout: float = CHILD_TIMEOUT) -> dict:
-    """Run ``action() -> dict`` in a forked child; return its dict (or an ``error``).
-
-    The child never returns into the caller's code: it reports through a pipe
-    and ``_exit``s, so a mount namespace or a dropped uid dies with it. A child
-    that hangs is killed at ``timeout``.
-    """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(read_fd)
-        try:
-            reply = action()
-        except NotImplementedError:
-            reply = {"error": "NotImplementedError"}
-        except BaseException as e:  # everything goes back to the parent as text
-            frame = traceback.extract_tb(e.__traceback__)[-1]
-            reply = {"error": f"{type(e).__name__}: {e}",
-                     "line": f"line {frame.lineno}: {frame.line}" if frame.line else ""}
-        try:
-            os.write(write_fd, json.dumps(reply, default=repr).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    chunks, deadline = [], time.monotonic() + timeout
+    """Run ``action() -> dict`` in a forked child (``child.in_child``); errors become
+    ``{"error": ...}``, so a dropped uid or a mount namespace dies with the child."""
     try:
-        while True:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([read_fd], [], [], max(left, 0))
-            if not ready:
-                os.kill(pid, signal.SIGKILL)
-                return {"error": f"it did not finish within {timeout:g} s"}
-            chunk = os.read(read_fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(read_fd)
-        os.waitpid(pid, 0)
-    try:
-        return json.loads(b"".join(chunks) or b"{}")
-    except ValueError:
-        return {"error": "the child process ended without a report"}
+        return in_child(action, timeout=timeout)
+    except NotImplementedError:
+        return {"error": "NotImplementedError"}
+    except Exception as e:  # ChildError, a timeout, a child that died: all reported
+        return {"error": str(e)}
 
 
 def _status_after(setup) -> str:
