@@ -151,6 +151,8 @@ def parse_run_quickly(argv: list[str]):
 
 def images_arguments(images) -> None:
     images.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
+    images.add_argument("-a", "--all", action="store_true",
+                        help="show the build cache's intermediate images too")
 
 
 def import_arguments(imp) -> None:
@@ -207,6 +209,17 @@ def one_container(parser) -> None:
 def export_arguments(export) -> None:
     export.add_argument("-o", "--output", help="write to this file instead of stdout")
     export.add_argument("container")
+
+
+def build_arguments(build) -> None:
+    build.add_argument("-t", "--tag", required=True, help="NAME[:TAG] for the image")
+    build.add_argument("-f", "--file", help="the Dockerfile (default: DIR/Dockerfile)")
+    build.add_argument("--no-cache", action="store_true", help="run every step anew")
+    build.add_argument("context", metavar="DIR")
+
+
+def builder_arguments(builder) -> None:
+    builder.add_argument("what", choices=["prune"], help="prune: forget the build cache")
 
 
 def rmi_arguments(rmi) -> None:
@@ -387,6 +400,20 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_build(args) -> int:
+    from .engine import Engine
+    from .image import build
+    build.build(Engine(), args.context, args.file, args.tag, args.no_cache, progress=print)
+    return 0
+
+
+def cmd_builder(args) -> int:
+    from .engine import Engine
+    from .image import build
+    build.prune_cache(Engine())
+    return 0
+
+
 def cmd_rmi(args) -> int:
     from .engine import Engine
     engine = Engine()
@@ -457,7 +484,9 @@ def cmd_system(args) -> int:
 
 def cmd_images(args) -> int:
     from .engine import Engine
-    images = Engine().images.images()
+    from .image.build import CACHE_REPOSITORY  # the build cache's intermediate images
+    images = [i for i in Engine().images.images()
+              if args.all or not i.name.startswith(CACHE_REPOSITORY + ":")]
     if args.quiet:
         for image in images:
             print(image.id.removeprefix("sha256:")[:12])
@@ -513,6 +542,8 @@ COMMANDS = {
     "commit": (commit_arguments, cmd_commit, "make a new image from a container's changes"),
     "diff": (one_container, cmd_diff, "show what a container added, changed, deleted"),
     "export": (export_arguments, cmd_export, "a container's filesystem as a tar"),
+    "build": (build_arguments, cmd_build, "build an image from a Dockerfile"),
+    "builder": (builder_arguments, cmd_builder, "builder prune: forget the build cache"),
     "rmi": (rmi_arguments, cmd_rmi, "remove images"),
     "tag": (tag_arguments, cmd_tag, "give an image another name"),
     "history": (one_image, cmd_history, "the layers of an image"),

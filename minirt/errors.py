@@ -33,6 +33,12 @@ class ContainerError(MinirtError):
     """The container is in the wrong state for this (e.g. removing a running one)."""
 
 
+class BuildError(MinirtError):
+    """A build step failed (a RUN exited non-zero, a COPY source is missing, ...)."""
+
+    exit_code = 1  # as `docker build`
+
+
 class CgroupError(MinirtError):
     """A cgroup could not be created, limited or removed."""
 
