@@ -265,7 +265,8 @@ def cmd_run(args) -> int:
         args.image, args.command, remove=args.rm, stdio=stdio, name=args.name,
         hostname=args.hostname, env=args.env, workdir=args.workdir, volumes=args.volume,
         memory=args.memory, cpus=args.cpus, pids_limit=args.pids_limit, tty=args.tty,
-        stdin=args.interactive, storage=args.storage, trace=bool(args.trace))
+        stdin=args.interactive, storage=args.storage, trace=bool(args.trace),
+        notice=lambda text: print(f"minirt: {text}", file=sys.stderr))
     if args.trace:
         print_trace(result.trace, args.trace)
     if result.oom_killed:

@@ -263,7 +263,8 @@ class Engine:
         return matches[0]
 
     def run(self, image: str, command=None, *, remove: bool = True, capture: bool = True,
-            input: bytes | None = None, trace: bool = False, stdio=None, **options) -> RunResult:
+            input: bytes | None = None, trace: bool = False, stdio=None, notice=None,
+            **options) -> RunResult:
         """Run a container to completion, like ``docker run [--rm]``.
 
         ``capture`` collects its output into the result (the Python API);
@@ -277,7 +278,10 @@ class Engine:
             from .runtime.stdio import Capture, Passthrough
             stdio = Capture(input) if capture else Passthrough(options.get("stdin", False))
         container_dir = os.path.join(self.containers_dir, spec.id)
-        process = ContainerProcess(spec, container_dir, self.cgroups, recorder)
+        if "user" in spec.namespaces and not user_namespaces_allowed():
+            process = self._emulated(spec, container_dir, recorder, notice)
+        else:
+            process = ContainerProcess(spec, container_dir, self.cgroups, recorder)
         try:
             with forwarded_signals(process), steps_on_error(recorder):
                 process.launch(stdio.child_fds(), stdio.console_socket)
@@ -298,6 +302,21 @@ class Engine:
         return RunResult(spec.id, spec.name, status.exit_code, status.oom_killed,
                          stdio.output.decode(errors="replace"), stdio.errors.decode(errors="replace"),
                          time.perf_counter() - started, recorder.steps)
+
+    def _emulated(self, spec, container_dir, recorder, notice):
+        """No namespaces at all on this machine: proot, labelled as the emulation it is."""
+        from .errors import KernelFeatureMissing
+        from .runtime import proot
+        if proot.proot_path() is None:
+            raise KernelFeatureMissing(
+                "this machine allows no namespaces (no user namespaces for this user), so a "
+                "container cannot run here; install proot for an emulation, or see "
+                "`minirt doctor` for what still works")
+        self.cgroups.cgroup(spec.id).apply(spec.limits)  # limits: refused, as rootless
+        if notice:
+            notice(proot.LABEL)
+        spec.namespaces, spec.storage = (), "copy"
+        return proot.EmulatedProcess(spec, container_dir, recorder)
 
     def _write_container(self, container_dir: str, spec: ContainerSpec, remove: bool) -> None:
         """The container's record: its spec, whether --rm, and which process owns it.
@@ -355,6 +374,25 @@ class forwarded_signals:
         for number, handler in self.saved.items():
             signal.signal(number, handler)
         return False
+
+
+_USERNS_ALLOWED: bool | None = None
+
+
+def user_namespaces_allowed() -> bool:
+    """May this process create a user namespace? Tried once, in a child, then remembered."""
+    global _USERNS_ALLOWED
+    if _USERNS_ALLOWED is None:
+        from .kernel import namespaces
+        pid = os.fork()
+        if pid == 0:
+            try:
+                namespaces.unshare(["user"])
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        _USERNS_ALLOWED = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    return _USERNS_ALLOWED
 
 
 def container_namespaces() -> tuple[str, ...]:

@@ -82,14 +82,16 @@ def test_doctor_says_rootless(nobody_root):
     assert "tier: rootless" in result.stdout
 
 
-def test_without_user_namespaces_running_explains_why(nobody_root):
-    """The unprivileged tier (Binder): no user namespaces, so no container: one clear line."""
+def run_without_namespaces(store: str, *args) -> tuple[int, str, str]:
+    """`minirt ARGS` as nobody, in a user namespace that allows no further ones (Binder's case)."""
     from test_doctor import map_ids_one_to_one_in_new_user_namespace
-    read_fd, write_fd = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
-            os.close(read_fd)
+            os.close(out_r)
+            os.close(err_r)
             mounts.leave_chroot()
             map_ids_one_to_one_in_new_user_namespace()
             with open("/proc/sys/user/max_user_namespaces", "w") as f:
@@ -97,20 +99,36 @@ def test_without_user_namespaces_running_explains_why(nobody_root):
             os.setgroups([])
             os.setgid(NOBODY)
             os.setuid(NOBODY)
-            os.dup2(write_fd, 2)
-            os.execve(sys.executable, [sys.executable, "-m", "minirt", "run", "--rm", "busybox",
-                                       "true"],
-                      {"PATH": os.environ["PATH"], "MINIRT_ROOT": nobody_root, "HOME": "/"})
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            os.execve(sys.executable, [sys.executable, "-m", "minirt", *args],
+                      {"PATH": os.environ["PATH"], "MINIRT_ROOT": store, "HOME": "/"})
         finally:
             os._exit(99)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as f:
-        stderr = f.read()
+    os.close(out_w)
+    os.close(err_w)
+    with os.fdopen(out_r) as out, os.fdopen(err_r) as err:
+        stdout, stderr = out.read(), err.read()
     _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 125, stderr
-    [line] = stderr.strip().splitlines()
-    assert "user namespace" in line and "minirt doctor" in line
+    return os.waitstatus_to_exitcode(status), stdout, stderr
+
+
+def test_without_namespaces_proot_runs_the_image_and_says_it_is_not_isolated(nobody_root):
+    """The unprivileged tier: no namespaces, so proot emulates, and says so."""
+    require(shutil.which("proot") is not None, "needs proot (make setup installs it)")
+    code, out, err = run_without_namespaces(nobody_root, "run", "--rm", "busybox", "sh", "-c",
+                                            "cat /etc/hostname; id -u; exit 3")
+    assert code == 3, err
+    assert out.split() == ["busybox", "0"], "the image's files as /, a faked root"
+    assert "not isolated: proot emulation" in err
     assert not os.listdir(os.path.join(nobody_root, "containers"))
+
+
+def test_without_namespaces_limits_are_refused(nobody_root):
+    code, _, err = run_without_namespaces(nobody_root, "run", "--rm", "-m", "64m", "busybox", "true")
+    assert code == 125
+    [line] = err.strip().splitlines()
+    assert "cannot be enforced" in line
 
 
 def test_ps_shows_a_running_rootless_container(nobody_root):
