@@ -123,23 +123,62 @@ def check_cgroup_controllers() -> list[Check]:
             checks.append(Check(f"cgroup {controller}", False, "not mounted"))
             continue
         probe = os.path.join(root, f"minirt-probe-{os.getpid()}")
+        detail = root
         try:
             if version == 2:
-                enabled = open(os.path.join(root, "cgroup.controllers")).read().split()
-                if controller not in enabled:
+                with open(os.path.join(root, "cgroup.controllers")) as f:
+                    available = f.read().split()
+                if controller not in available:
                     checks.append(Check(f"cgroup {controller}", False, "not available",
                                         f"not in {root}/cgroup.controllers"))
                     continue
+                detail, why = _v2_enable(root, controller)
+                if why:
+                    checks.append(Check(f"cgroup {controller}", False, "not enabled", why))
+                    continue
             os.mkdir(probe)
             try:
-                writable = os.access(os.path.join(probe, limit_file), os.W_OK) or version == 2
+                path = os.path.join(probe, limit_file)
+                writable = _v2_write_default(path) if version == 2 else os.access(path, os.W_OK)
                 checks.append(Check(f"cgroup {controller}", writable, "writable" if writable
-                                    else "read-only", f"{root}"))
+                                    else "read-only", detail))
             finally:
                 os.rmdir(probe)
         except OSError as e:
             checks.append(Check(f"cgroup {controller}", False, "read-only", e.strerror or str(e)))
     return checks
+
+
+def _v2_enable(root: str, controller: str) -> tuple[str, str]:
+    """On cgroup v2 a controller's files appear in a child cgroup only when the parent
+    lists it in ``cgroup.subtree_control``. Enable it there if it is not yet, as the v2
+    driver does on first use; not in a non-root cgroup that holds processes, where
+    the driver does not either (``holds_processes``).
+    Returns (detail, why not); ``why`` is empty when the controller is enabled."""
+    from .kernel.cgroups.v2 import holds_processes
+    control = os.path.join(root, "cgroup.subtree_control")
+    with open(control) as f:
+        if controller in f.read().split():
+            return f"{root}, enabled in cgroup.subtree_control", ""
+    busy = holds_processes(root)  # enabling there would be refused or harmful: not tried
+    if busy:
+        return "", f"not in {control}: {busy}"
+    try:
+        with open(control, "w") as f:
+            f.write(f"+{controller}")
+    except OSError as e:
+        return "", f"cannot enable it in {control}: {e.strerror or e}"
+    return f"{root}, enabled now in cgroup.subtree_control (as minirt does on first use)", ""
+
+
+def _v2_write_default(path: str) -> bool:
+    """Write a cgroup v2 limit file's default (no limit) into a probe cgroup: can we?"""
+    try:
+        with open(path, "w") as f:
+            f.write("max 100000" if path.endswith("cpu.max") else "max")
+        return True
+    except OSError:
+        return False
 
 
 def check_kvm() -> Check:

@@ -111,9 +111,9 @@ def read_keyed(path: str) -> dict[str, int]:
     return values
 
 
-def write_file(path: str, value, trace) -> None:
-    """Write one cgroup control file, recorded as a trace step."""
-    with trace.step("cgroup write", file=path, value=str(value)):
+def write_file(path: str, value, trace, step: str = "cgroup write") -> None:
+    """Write one cgroup control file, recorded as a trace step (``step``)."""
+    with trace.step(step, file=path, value=str(value)):
         try:
             with open(path, "w") as f:
                 f.write(str(value))

@@ -27,12 +27,35 @@ WANTED = ("memory", "cpu", "pids")
 _FLAG_OF = {"memory": "-m/--memory", "cpu": "--cpus", "pids": "--pids-limit"}
 
 
+def holds_processes(directory: str) -> str:
+    """Why ``directory``'s children cannot get controllers, if it is a non-root cgroup
+    that holds processes (e.g. the root of a container's cgroup namespace); else "".
+
+    The "no internal processes" rule: such a cgroup may not enable memory (EBUSY),
+    and enabling the threaded controllers cpu or pids would make it a thread root,
+    into whose ordinary children no process can then move (EOPNOTSUPP). The real
+    root cgroup, the one without a ``cgroup.type`` file, is exempt.
+    """
+    if not os.path.exists(os.path.join(directory, "cgroup.type")):
+        return ""
+    try:
+        with open(os.path.join(directory, "cgroup.procs")) as f:
+            busy = bool(f.read().split())
+    except OSError:
+        return ""
+    if not busy:
+        return ""
+    return (f"{directory} is a cgroup that holds processes (a container's own cgroup?): "
+            "its children cannot get controllers")
+
+
 class V2Cgroup(Cgroup):
     version = 2
 
-    def __init__(self, name, dirs, trace=NULL_TRACE, controllers=()):
+    def __init__(self, name, dirs, trace=NULL_TRACE, controllers=(), refused=None):
         super().__init__(name, dirs, trace)
         self.controllers = set(controllers)
+        self.refused = refused or {}  # controller -> why it could not be enabled
 
     @property
     def path(self) -> str:
@@ -52,6 +75,9 @@ class V2Cgroup(Cgroup):
             write_file(f"{self.path}/pids.max", limits.pids, self.trace)
 
     def _need(self, controller: str) -> None:
+        if controller in self.refused:
+            raise CgroupError(f"{_FLAG_OF[controller]} needs the cgroup v2 '{controller}' "
+                              f"controller, which could not be enabled: {self.refused[controller]}")
         if controller not in self.controllers:
             raise CgroupError(
                 f"{_FLAG_OF[controller]} needs the cgroup v2 '{controller}' controller, which "
@@ -110,24 +136,42 @@ class V2Driver:
             return set(f.read().split())
 
     def cgroup(self, name: str, trace=NULL_TRACE) -> V2Cgroup:
-        controllers = self._prepare_parent(trace)
-        return V2Cgroup(name, {"unified": os.path.join(self.parent_dir, name)}, trace, controllers)
+        controllers, refused = self._prepare_parent(trace)
+        return V2Cgroup(name, {"unified": os.path.join(self.parent_dir, name)}, trace, controllers,
+                        refused)
 
-    def _prepare_parent(self, trace) -> set[str]:
-        """Make ``minirt/`` and enable the controllers we want for its children."""
-        wanted = [c for c in WANTED if c in self.available_controllers()]
+    def _prepare_parent(self, trace) -> tuple[set[str], dict[str, str]]:
+        """Make ``minirt/`` and enable the controllers we want for its children.
+
+        Returns the controllers enabled and, for each one that could not be, why.
+        Where none can be handed down (the tree is rooted at a cgroup that holds
+        processes, e.g. inside a container) a run still works, without limits; a
+        limit is then a clear error (``V2Cgroup._need``).
+        """
+        usable = [c for c in WANTED if c in self.available_controllers()]
+        refused = {}
         os.makedirs(self.parent_dir, exist_ok=True)
         for directory in (self.root, self.parent_dir):
-            enabled = set(open(os.path.join(directory, "cgroup.subtree_control")).read().split())
-            missing = [c for c in wanted if c not in enabled]
-            if missing:
+            control = os.path.join(directory, "cgroup.subtree_control")
+            with open(control) as f:
+                enabled = set(f.read().split())
+            missing = [c for c in usable if c not in enabled]
+            if not missing:
+                continue
+            why = holds_processes(directory)
+            if not why:
                 try:
-                    write_file(os.path.join(directory, "cgroup.subtree_control"),
-                               " ".join("+" + c for c in missing), trace)
+                    # Its own step name: handing controllers down is not a limit
+                    # ("cgroup write" steps are the limits a run asked for).
+                    write_file(control, " ".join("+" + c for c in missing), trace,
+                               step="cgroup enable")
+                    continue
                 except CgroupError as e:
-                    raise CgroupError(f"{e} (a cgroup that holds processes cannot hand "
-                                      "controllers to its children)") from None
-        return set(wanted)
+                    why = str(e)
+            for c in missing:
+                usable.remove(c)
+                refused[c] = why
+        return set(usable), refused
 
     def leftovers(self) -> list[str]:
         if not os.path.isdir(self.parent_dir):
