@@ -54,4 +54,4 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) *.egg-info
-include vmtest/vmtest.mk
+-include vmtest/vmtest.mk
