@@ -44,6 +44,7 @@ def test_limit_series_show_each_limit_holding(engine):
     assert limits["memory_exit"] == 137
     assert max(s.memory_bytes for s in limits["memory"]) <= 64 * 1024 ** 2
     assert max(s.memory_bytes for s in limits["memory"]) > 32 * 1024 ** 2, "it climbed"
-    assert max(s.pids for s in limits["pids"]) == 32
+    pids = [s.pids for s in limits["pids"]]
+    assert max(pids) <= 32 and max(pids) >= 24, f"held at the limit, and reaching it: {pids}"
     steady = [s.cpu_percent for s in limits["cpu"] if s.cpu_percent is not None][1:]
     assert steady and all(35 <= p <= 65 for p in steady), steady
