@@ -222,6 +222,19 @@ def builder_arguments(builder) -> None:
     builder.add_argument("what", choices=["prune"], help="prune: forget the build cache")
 
 
+def save_arguments(save) -> None:
+    save.add_argument("-o", "--output", help="write to this file instead of stdout")
+    save.add_argument("--format", choices=["docker", "oci"], default="docker",
+                      help="docker: what `docker save` writes; oci: an OCI image layout")
+    save.add_argument("images", nargs="+", metavar="IMAGE")
+
+
+def load_arguments(load) -> None:
+    load.add_argument("-i", "--input", help="a tar file or an OCI layout dir (default: stdin)")
+    load.add_argument("-q", "--quiet", action="store_true", help="print nothing")
+    load.add_argument("--repository", help="name for images the archive leaves unnamed")
+
+
 def rmi_arguments(rmi) -> None:
     rmi.add_argument("-f", "--force", action="store_true",
                      help="remove even when a container was made from it")
@@ -415,6 +428,29 @@ def cmd_builder(args) -> int:
     return 0
 
 
+def cmd_save(args) -> int:
+    from .engine import Engine
+    from .image import archive
+    if not args.output and os.isatty(1):
+        print("minirt: refusing to write a tar to a terminal: use -o FILE or a redirect",
+              file=sys.stderr)
+        return 125
+    archive.save(Engine().images, args.images, args.output or sys.stdout.buffer,
+                 format=args.format)
+    return 0
+
+
+def cmd_load(args) -> int:
+    from .engine import Engine
+    from .image import archive
+    images = archive.load(Engine().images, args.input or sys.stdin.buffer,
+                          repository=args.repository)
+    if not args.quiet:
+        for image in images:
+            print(f"Loaded image: {image.name}")
+    return 0
+
+
 def cmd_rmi(args) -> int:
     from .engine import Engine
     engine = Engine()
@@ -545,6 +581,8 @@ COMMANDS = {
     "export": (export_arguments, cmd_export, "a container's filesystem as a tar"),
     "build": (build_arguments, cmd_build, "build an image from a Dockerfile"),
     "builder": (builder_arguments, cmd_builder, "builder prune: forget the build cache"),
+    "save": (save_arguments, cmd_save, "images to a tar (docker save format, or OCI)"),
+    "load": (load_arguments, cmd_load, "images from a tar or an OCI layout"),
     "rmi": (rmi_arguments, cmd_rmi, "remove images"),
     "tag": (tag_arguments, cmd_tag, "give an image another name"),
     "history": (one_image, cmd_history, "the layers of an image"),

@@ -25,7 +25,7 @@ def test_store_is_an_oci_image_layout(image_store):
     index = json.load(open(os.path.join(layout, "index.json")))
     [entry] = [m for m in index["manifests"]
                if m["annotations"]["io.containerd.image.name"] == "docker.io/library/busybox:latest"]
-    assert entry["annotations"]["org.opencontainers.image.ref.name"] == "latest"
+    assert entry["annotations"]["org.opencontainers.image.ref.name"] == "busybox:latest"
     blobs = os.path.join(layout, "blobs", "sha256")
     for name in os.listdir(blobs):
         assert sha256_file(os.path.join(blobs, name)) == "sha256:" + name, "content-addressed"

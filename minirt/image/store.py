@@ -3,9 +3,10 @@
 On disk, under the state root::
 
     images/oci-layout            {"imageLayoutVersion": "1.0.0"}
-    images/index.json            one descriptor per tagged manifest; the tag is in
+    images/index.json            one descriptor per tagged manifest; the name is in
                                  the annotations "io.containerd.image.name"
                                  (full reference) and "org.opencontainers.image.ref.name"
+                                 (the familiar one, e.g. busybox:latest)
     images/blobs/sha256/<hex>    manifests, configs and compressed layers, each
                                  named by the sha256 of its bytes
     layers/<hex>/                a layer unpacked, named by its diff_id (the
@@ -162,7 +163,10 @@ class ImageStore:
                                   if m.get("annotations", {}).get(NAME_ANNOTATION) != str(ref)]
             index["manifests"].append({
                 "mediaType": MEDIA_MANIFEST, "digest": manifest_digest, "size": size,
-                "annotations": {NAME_ANNOTATION: str(ref), TAG_ANNOTATION: ref.tag or "latest"},
+                # ref.name: the familiar name, not the bare tag, so that tools reading
+                # this layout (skopeo oci:DIR:NAME, umoci) can tell busybox:latest
+                # from app:latest.
+                "annotations": {NAME_ANNOTATION: str(ref), TAG_ANNOTATION: ref.familiar},
             })
             atomic_write(self._index_path, canonical_json(index))
 
