@@ -7,6 +7,11 @@ capability fails instead: a skipped isolation test is not a passing one.
 """
 
 import os
+
+# Tests check that rmi really deletes: no grace period for freshly written blobs
+# (test_image_store shows the grace period itself). Set before minirt is imported.
+os.environ.setdefault("MINIRT_GC_GRACE_SECONDS", "0")
+
 import shutil
 import subprocess
 import sys

@@ -246,3 +246,19 @@ def test_setuid_bits_are_kept_only_as_root(tmp_path):
     finally:
         import shutil
         shutil.rmtree(as_user)
+
+
+def test_garbage_collection_spares_blobs_written_moments_ago(tmp_path, monkeypatch):
+    """A blob another process just wrote, before tagging it, survives a concurrent rmi."""
+    from minirt.image import store as store_module
+    store = ImageStore(str(tmp_path / "store"))
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "etc").mkdir(parents=True)
+    (rootfs / "etc" / "motd").write_text("hi\n")
+    image = store.add_rootfs(str(rootfs), "tmp:1", {}, created_by="test")
+    store.untag("tmp:1")  # now nothing refers to its blobs: as if a commit had not tagged yet
+    monkeypatch.setattr(store_module, "GC_GRACE_SECONDS", 3600)
+    assert store.collect_garbage() == []
+    assert store.has_blob(image.layers[0].digest)
+    monkeypatch.setattr(store_module, "GC_GRACE_SECONDS", 0)
+    assert image.layers[0].digest in store.collect_garbage()

@@ -35,6 +35,8 @@ from . import reference
 # Packing and unpacking (tarfile, gzip, hashlib) are imported where they are used:
 # ``minirt run`` only reads JSON here, and start-up time matters.
 
+# Blobs and layers younger than this survive garbage collection (see collect_garbage).
+GC_GRACE_SECONDS = float(os.environ.get("MINIRT_GC_GRACE_SECONDS", 120))
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -186,8 +188,14 @@ class ImageStore:
 
         Returns the digests removed. Shared layers stay as long as one image uses
         them; ``in_use`` names layer directories containers still stand on.
+        Anything written in the last ``GC_GRACE_SECONDS`` stays too: another
+        process may be between writing an image's blobs and tagging it (a
+        commit, a load, a pull), and must not lose them to our ``rmi``.
         """
+        import time
+
         from ..paths import remove_tree
+        recent = time.time() - GC_GRACE_SECONDS
         keep_blobs, keep_layers = set(), {os.path.basename(d) for d in in_use}
         for image in self.images():
             keep_blobs |= {image.manifest_digest, image.config_digest}
@@ -197,11 +205,13 @@ class ImageStore:
         with self._locked():
             blobs = os.path.join(self.layout, "blobs", "sha256")
             for name in os.listdir(blobs):
-                if not name.startswith(".") and "sha256:" + name not in keep_blobs:
+                if not name.startswith(".") and "sha256:" + name not in keep_blobs and \
+                        os.lstat(os.path.join(blobs, name)).st_mtime < recent:
                     os.unlink(os.path.join(blobs, name))
                     removed.append("sha256:" + name)
             for name in os.listdir(self.layers_root) if os.path.isdir(self.layers_root) else []:
-                if not name.startswith(".") and name not in keep_layers:
+                if not name.startswith(".") and name not in keep_layers and \
+                        os.lstat(os.path.join(self.layers_root, name)).st_mtime < recent:
                     remove_tree(os.path.join(self.layers_root, name))
         return removed
 

@@ -9,7 +9,8 @@ top to bottom, unfinished exercises included. It returns True or False, so the
 tests can show that the reference solutions (``notebooks/solutions/``) pass
 and wrong answers fail.
 
-One module per notebook: ``deployment``, ``namespaces``, ``cgroups``, ``vms``.
+One module per notebook: ``start``, ``deployment``, ``namespaces``, ``cgroups``,
+``vms``, ``layers``, ``lifecycle``; ``child`` runs code in a throw-away process.
 """
 
 from .verdict import Verdict, run_check
