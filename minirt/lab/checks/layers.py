@@ -15,17 +15,14 @@ removed whatever the learner's code did.
 import gzip
 import hashlib
 import io
-import json
 import os
-import select
 import shutil
-import signal
 import stat
 import tarfile
 import tempfile
-import time
 
-from ...kernel import mounts, namespaces, syscalls
+from ...kernel import mounts, syscalls
+from .child import in_child
 from .verdict import run_check
 
 SCRATCH_PREFIX = "nb05-check-"
@@ -42,54 +39,12 @@ def in_mount_namespace(action, timeout: float = 20.0):
     """Run ``action()`` in a forked child that has its own, private mount namespace.
 
     Whatever the child mounts disappears with it: the mount namespace dies with
-    its last process. The answer comes back through a pipe as JSON; an exception
-    in the child is raised here again (NotImplementedError stays itself).
+    its last process (``child.in_child`` does the forking and the reporting).
     """
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child always ends with os._exit: never runs the notebook's code twice
-        answer = ["error", "RuntimeError", "the child ended without an answer"]
-        try:
-            os.close(read_fd)
-            syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)
-            namespaces.unshare(["mnt"])
-            mounts.make_private("/")  # our mounts never propagate back to the host
-            answer = ["ok", action()]
-        except BaseException as e:
-            answer = ["error", type(e).__name__, str(e)]
-        finally:
-            try:
-                data = json.dumps(answer, default=str).encode()
-            except Exception as e:
-                data = json.dumps(["error", type(e).__name__, str(e)]).encode()
-            try:
-                os.write(write_fd, data)
-            finally:
-                os._exit(0)
-    os.close(write_fd)
-    chunks, deadline = [], time.monotonic() + timeout
-    try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([read_fd], [], [], left)[0]:
-                os.kill(pid, signal.SIGKILL)  # our own child, by pid
-                raise TimeoutError(f"no answer within {timeout:.0f} s")
-            chunk = os.read(read_fd, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(read_fd)
-        os.waitpid(pid, 0)
-    if not chunks:
-        raise RuntimeError("the child process ended without an answer")
-    kind, *rest = json.loads(b"".join(chunks))
-    if kind == "ok":
-        return rest[0]
-    name, message = rest
-    if name == "NotImplementedError":
-        raise NotImplementedError(message)
-    raise RuntimeError(f"in the child: {name}: {message}")
+    def privately():
+        mounts.make_private("/")  # our mounts never propagate back to the host
+        return action()
+    return in_child(privately, unshare=("mnt",), timeout=timeout)
 
 
 def is_whiteout(path: str) -> bool:
