@@ -45,7 +45,7 @@ import tempfile
 
 from ..errors import ImageError, MinirtError, UsageError
 from . import reference
-from .layer import MAX_LAYER_BYTES, REPRODUCIBLE_MTIME
+from .layer import MAX_LAYER_BYTES, REPRODUCIBLE_MTIME, HashingWriter, Prepend
 from .store import (MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST,
                     NAME_ANNOTATION, TAG_ANNOTATION, Image, ImageStore, LayerInfo,
                     canonical_json, sha256_bytes)
@@ -528,7 +528,7 @@ def _import_plain_layer(store: ImageStore, src, layer: _Layer) -> LayerInfo:
     """Compress a docker archive's layer into the store, checking its diff_id."""
     with src.open(layer.path) as raw, _BlobWriter(store) as out:
         plain = _HashingReader(_decompressed(raw))
-        compressed = _HashingWriter(out.file)
+        compressed = HashingWriter(out.file)
         with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0, compresslevel=6) as gz:
             while chunk := _read(plain, layer.path):
                 gz.write(chunk)
@@ -597,7 +597,20 @@ def _open_source(store: ImageStore, source):
     return _TarSource(store, source, owned=False, label="the input")
 
 
-class _TarSource:
+class _Source:
+    """What both kinds of archive offer: ``open(name)``, and ``read`` with a size cap."""
+
+    label = ""
+
+    def read(self, name: str, limit: int) -> bytes:
+        with self.open(name) as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise ImageError(f"{self.label}: {name} is larger than {limit} bytes: refused")
+        return data
+
+
+class _TarSource(_Source):
     """A tar archive, read by member name. Compressed or unseekable input (a pipe)
     is first copied, uncompressed, to a temp file in the store (random access)."""
 
@@ -609,7 +622,7 @@ class _TarSource:
                 or not _seekable(f):
             self.spool = tempfile.TemporaryFile(dir=store.root)
             self.closing.append(self.spool)
-            stream = _Peeked(head, f)
+            stream = Prepend(head, f)
             if head[:2] == b"\x1f\x8b":
                 stream = gzip.GzipFile(fileobj=stream)
             elif head[:3] == b"BZh":
@@ -659,13 +672,6 @@ class _TarSource:
             raise ImageError(f"{self.label} has no file {name!r}: the archive is incomplete")
         return self.tar.extractfile(member)
 
-    def read(self, name: str, limit: int) -> bytes:
-        with self.open(name) as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise ImageError(f"{self.label}: {name} is larger than {limit} bytes: refused")
-        return data
-
     def close(self):
         for f in reversed(self.closing):
             f.close()
@@ -678,7 +684,7 @@ class _TarSource:
         return False
 
 
-class _DirSource:
+class _DirSource(_Source):
     """An archive unpacked in a directory (e.g. ``skopeo copy ... oci:DIR:TAG``)."""
 
     def __init__(self, root: str):
@@ -700,13 +706,6 @@ class _DirSource:
         if not os.path.isfile(path):
             raise ImageError(f"{self.label} has no file {name!r}: the layout is incomplete")
         return open(path, "rb")
-
-    def read(self, name: str, limit: int) -> bytes:
-        with self.open(name) as f:
-            data = f.read(limit + 1)
-        if len(data) > limit:
-            raise ImageError(f"{self.label}: {name} is larger than {limit} bytes: refused")
-        return data
 
     def __enter__(self):
         return self
@@ -787,41 +786,10 @@ class _HashingReader:
         return "sha256:" + self.sha.hexdigest()
 
 
-class _HashingWriter:
-    """Hashes and counts every byte written through it (no ``name``: gzip writes none)."""
-
-    def __init__(self, raw):
-        self.raw, self.sha, self.size = raw, hashlib.sha256(), 0
-
-    def write(self, data):
-        self.sha.update(data)
-        self.size += len(data)
-        return self.raw.write(data)
-
-    def flush(self):
-        self.raw.flush()
-
-
-class _Peeked:
-    """A reader whose first bytes were already read (to sniff gzip's magic)."""
-
-    def __init__(self, head: bytes, raw):
-        self.head, self.raw = head, raw
-
-    def read(self, n=-1):
-        if self.head:
-            if n < 0:
-                data, self.head = self.head + self.raw.read(), b""
-                return data
-            data, self.head = self.head[:n], self.head[n:]
-            return data
-        return self.raw.read(n)
-
-
 def _decompressed(reader):
     """``reader``'s bytes, gunzipped when they start with gzip's magic."""
     head = reader.read(2)
-    rest = _Peeked(head, reader)
+    rest = Prepend(head, reader)
     return gzip.GzipFile(fileobj=rest, mode="rb") if head == b"\x1f\x8b" else rest
 
 

@@ -39,7 +39,7 @@ MAX_LAYER_BYTES = int(os.environ.get("MINIRT_MAX_LAYER_BYTES", 64 * 1024 ** 3))
 REPRODUCIBLE_MTIME = 946684800  # 2000-01-01
 
 
-class _HashingWriter:
+class HashingWriter:
     """A file wrapper that computes the sha256 and size of what passes through."""
 
     def __init__(self, raw):
@@ -72,9 +72,9 @@ def pack_directory(source: str, out_path: str, reproducible: bool = True,
     image config names it) and the compressed size.
     """
     with open(out_path, "wb") as raw:
-        compressed = _HashingWriter(raw)
+        compressed = HashingWriter(raw)
         with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0, compresslevel=6) as gz:
-            plain = _HashingWriter(gz)
+            plain = HashingWriter(gz)
             with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
                 for info, path in layer_members(tar, source, overlay_markers):
                     if reproducible:
@@ -316,11 +316,11 @@ def _unpack_member(tar, info, parts, parent_fd, root_fd, as_root, directories, c
 def _decompressed(fileobj):
     """The tar stream inside ``fileobj``: gunzipped when it starts with gzip's magic."""
     head = fileobj.read(2) if hasattr(fileobj, "read") else b""
-    rest = _Prepend(head, fileobj)
+    rest = Prepend(head, fileobj)
     return gzip.GzipFile(fileobj=rest, mode="rb") if head == b"\x1f\x8b" else rest
 
 
-class _Prepend:
+class Prepend:
     """A reader that first returns ``head`` (bytes already read to sniff the format)."""
 
     def __init__(self, head: bytes, raw):
