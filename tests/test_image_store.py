@@ -233,11 +233,14 @@ def test_setuid_bits_are_kept_only_as_root(tmp_path):
     pid = os.fork()
     if pid == 0:
         try:
+            os.chdir("/")  # the tests' own directory may be closed to nobody
+            os.setgroups([])
             os.setgid(65534)
             os.setuid(65534)
             layer.unpack(io.BytesIO(tar), as_user)
             os._exit(0)
-        except BaseException:
+        except BaseException as e:
+            os.write(2, f"unpack as nobody failed: {e!r}\n".encode())
             os._exit(1)
     try:
         assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0

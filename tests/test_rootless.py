@@ -17,6 +17,20 @@ from conftest import require
 from minirt.kernel import mounts
 
 NOBODY = 65534
+# The checkout (and its virtualenv) may sit in a directory nobody cannot enter,
+# e.g. /root. The user runs the system's Python on a copy of the minirt package,
+# as a student copying minirt/ into an exercise would: the core needs nothing else.
+PYTHON = os.path.realpath(sys.executable)
+STUDENT_COPY = tempfile.mkdtemp(prefix="minirt-student-copy-", dir="/var/tmp")
+shutil.copytree(os.path.dirname(mounts.__file__).rsplit(os.sep, 1)[0],
+                os.path.join(STUDENT_COPY, "minirt"),
+                ignore=shutil.ignore_patterns("__pycache__"))
+os.chmod(STUDENT_COPY, 0o755)
+
+
+def nobody_env(store: str) -> dict:
+    return {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "MINIRT_ROOT": store,
+            "PYTHONPATH": STUDENT_COPY, "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +47,7 @@ def nobody_root():
     finally:
         mounts.unmount_all_under(store)
         shutil.rmtree(store, ignore_errors=True)
+        shutil.rmtree(STUDENT_COPY, ignore_errors=True)
 
 
 def leave_chroot_and_drop():
@@ -43,9 +58,7 @@ def leave_chroot_and_drop():
 
 
 def as_nobody(store: str, *args, timeout=60):
-    env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "MINIRT_ROOT": store,
-           "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "-m", "minirt", *args], env=env, cwd="/",
+    return subprocess.run([PYTHON, "-m", "minirt", *args], env=nobody_env(store), cwd="/",
                           capture_output=True, text=True, timeout=timeout,
                           preexec_fn=leave_chroot_and_drop)
 
@@ -101,8 +114,8 @@ def run_without_namespaces(store: str, *args) -> tuple[int, str, str]:
             os.setuid(NOBODY)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
-            os.execve(sys.executable, [sys.executable, "-m", "minirt", *args],
-                      {"PATH": os.environ["PATH"], "MINIRT_ROOT": store, "HOME": "/"})
+            os.chdir("/")
+            os.execve(PYTHON, [PYTHON, "-m", "minirt", *args], nobody_env(store))
         finally:
             os._exit(99)
     os.close(out_w)
@@ -132,9 +145,8 @@ def test_without_namespaces_limits_are_refused(nobody_root):
 
 
 def test_ps_shows_a_running_rootless_container(nobody_root):
-    env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "MINIRT_ROOT": nobody_root}
-    cli = subprocess.Popen([sys.executable, "-m", "minirt", "run", "--rm", "--name", "sleeper",
-                            "busybox", "sleep", "30"], env=env, cwd="/",
+    cli = subprocess.Popen([PYTHON, "-m", "minirt", "run", "--rm", "--name", "sleeper",
+                            "busybox", "sleep", "30"], env=nobody_env(nobody_root), cwd="/",
                            preexec_fn=leave_chroot_and_drop)
     try:
         import time

@@ -71,8 +71,11 @@ def _in_child(action, timeout: float = CHILD_TIMEOUT) -> dict:
 def _status_after(setup) -> str:
     """``/proc/self/status`` of a forked child after ``setup()`` changed its privileges."""
     def action():
-        setup()
+        # Opened before the change: a process that dropped root may no longer be
+        # allowed to open its own /proc files (it is made non-dumpable), but it can
+        # still read a file it already has open; the text is generated at read time.
         with open("/proc/self/status") as f:
+            setup()
             return {"status": f.read()}
     reply = _in_child(action, timeout=5)
     if "error" in reply:
