@@ -278,6 +278,11 @@ class Engine:
             from .runtime.stdio import Capture, Passthrough
             stdio = Capture(input) if capture else Passthrough(options.get("stdin", False))
         container_dir = os.path.join(self.containers_dir, spec.id)
+        if self.cgroups.version == 0 and spec.limits != Limits():
+            from .kernel import rlimits  # no cgroup to write: rlimits, and say they are weaker
+            spec.rlimits, spec.limits = rlimits.from_limits(spec.limits), Limits()
+            if notice:
+                notice(rlimits.WEAKER)
         if "user" in spec.namespaces and not user_namespaces_allowed():
             process = self._emulated(spec, container_dir, recorder, notice)
         else:
@@ -312,7 +317,6 @@ class Engine:
                 "this machine allows no namespaces (no user namespaces for this user), so a "
                 "container cannot run here; install proot for an emulation, or see "
                 "`minirt doctor` for what still works")
-        self.cgroups.cgroup(spec.id).apply(spec.limits)  # limits: refused, as rootless
         if notice:
             notice(proot.LABEL)
         spec.namespaces, spec.storage = (), "copy"

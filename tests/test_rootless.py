@@ -92,11 +92,17 @@ def test_an_ordinary_user_runs_an_isolated_container(nobody_root):
     assert not mounts.mount_points_under(nobody_root)
 
 
-def test_limits_without_a_delegated_cgroup_are_refused_honestly(nobody_root):
-    result = as_nobody(nobody_root, "run", "--rm", "-m", "64m", "busybox", "true")
-    assert result.returncode == 125
-    [line] = result.stderr.strip().splitlines()
-    assert "-m" in line and "cannot be enforced" in line
+def test_without_a_cgroup_limits_fall_back_to_rlimits_and_say_so(nobody_root):
+    grab = ["dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1"]
+    result = as_nobody(nobody_root, "run", "--rm", "-m", "64m", "busybox", *grab)
+    assert result.returncode not in (0, 137), "refused by the rlimit, not OOM-killed"
+    assert "weaker than cgroups" in result.stderr
+    assert as_nobody(nobody_root, "run", "--rm", "-m", "256m", "busybox", "dd", "if=/dev/zero",
+                     "of=/dev/null", "bs=16M", "count=1").returncode == 0, "within the limit"
+    cpus = as_nobody(nobody_root, "run", "--rm", "--cpus", "0.5", "busybox", "true")
+    assert cpus.returncode == 125
+    [line] = cpus.stderr.strip().splitlines()
+    assert "--cpus" in line and "cannot be enforced" in line
     assert not os.listdir(os.path.join(nobody_root, "containers"))
 
 
@@ -147,11 +153,16 @@ def test_without_namespaces_proot_runs_the_image_and_says_it_is_not_isolated(nob
     assert not os.listdir(os.path.join(nobody_root, "containers"))
 
 
-def test_without_namespaces_limits_are_refused(nobody_root):
-    code, _, err = run_without_namespaces(nobody_root, "run", "--rm", "-m", "64m", "busybox", "true")
+def test_without_namespaces_limits_are_rlimits_or_refused(nobody_root):
+    require(shutil.which("proot") is not None, "needs proot (make setup installs it)")
+    code, _, err = run_without_namespaces(nobody_root, "run", "--rm", "--cpus", "1", "busybox",
+                                          "true")
     assert code == 125
     [line] = err.strip().splitlines()
     assert "cannot be enforced" in line
+    code, _, err = run_without_namespaces(nobody_root, "run", "--rm", "--pids-limit", "64",
+                                          "busybox", "true")
+    assert code == 0 and "weaker than cgroups" in err
 
 
 def test_ps_shows_a_running_rootless_container(nobody_root):

@@ -15,7 +15,7 @@ import _signal as signal  # the C module under `signal`: same calls, no enums to
 import stat
 
 from ..errors import CommandNotExecutable, CommandNotFound
-from ..kernel import mounts, netdev, syscalls
+from ..kernel import mounts, netdev, rlimits, syscalls
 from . import console, rootfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -25,6 +25,8 @@ def container_init(spec, container_dir: str, channel, stdio: tuple[int, int, int
                    console_socket: int = -1) -> None:
     """Become the container: mounts, pivot_root, hostname, loopback, then exec."""
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)  # die if our parent dies
+    if spec.rlimits:
+        import resource  # noqa: F401  (an extension module: load it while host files are reachable)
     with trace.step("mount", source="none", target="/", fstype="", flags="MS_REC|MS_PRIVATE"):
         mounts.make_private("/")
     root = rootfs.mount_root(spec, container_dir, trace)
@@ -47,6 +49,9 @@ def container_init(spec, container_dir: str, channel, stdio: tuple[int, int, int
     with trace.step("find command", command=spec.command[0], path=env.get("PATH", DEFAULT_PATH)):
         program = resolve_command(spec.command[0], env.get("PATH", DEFAULT_PATH))
     attach_stdio(stdio, spec.tty)
+    if spec.rlimits:
+        with trace.step("setrlimit", **spec.rlimits):
+            rlimits.apply(spec.rlimits)
     reset_signals()
     with trace.step("close fds", keep="0,1,2"):
         # Only stdin, stdout and stderr may reach the command (runc CVE-2024-21626);

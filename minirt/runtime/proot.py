@@ -14,6 +14,7 @@ import shutil
 import subprocess
 
 from ..errors import CommandNotFound
+from ..kernel import rlimits
 from . import rootfs
 from .init import DEFAULT_PATH, container_env
 from .spec import ExitStatus
@@ -55,8 +56,11 @@ class EmulatedProcess:
         argv = [proot_path(), "-0", "-r", root, "-w", self.spec.workdir,
                 "-b", "/dev", "-b", "/proc", "-b", "/sys", program, *self.spec.command[1:]]
         with self.trace.step("proot", argv=argv):
+            limits = self.spec.rlimits
             self.process = subprocess.Popen(argv, stdin=stdio[0], stdout=stdio[1],
-                                            stderr=stdio[2], env=env, start_new_session=True)
+                                            stderr=stdio[2], env=env, start_new_session=True,
+                                            preexec_fn=(lambda: rlimits.apply(limits))
+                                            if limits else None)
         self.pid = self.process.pid
 
     def wait_until_running(self) -> None:

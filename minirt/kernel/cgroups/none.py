@@ -2,8 +2,9 @@
 
 Rootless, without a cgroup v2 subtree delegated to the user (systemd's
 Delegate=), there is no directory we may write limits into. Containers still
-run, isolated by namespaces, but unlimited; asking for a limit is an error that
-says so, never a silent no-op.
+run, isolated by namespaces; the engine turns -m and --pids-limit into rlimits
+(``kernel/rlimits.py``, weaker, and it says so). A limit that reaches this
+driver anyway is an error that says so, never a silent no-op.
 """
 
 from ...errors import CgroupError
