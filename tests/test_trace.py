@@ -19,9 +19,11 @@ def index_of(steps, name, **detail):
 def test_trace_names_each_step_in_the_order_it_happened(engine):
     result = engine.run("busybox", ["true"], memory="64m", pids_limit=32, trace=True)
     steps = names_in_order(result)
+    v1 = engine.cgroups.version == 1  # v1: a tree per controller; v2: one tree, memory.max
     order = [
-        index_of(steps, "cgroup mkdir", path="memory"),
-        index_of(steps, "cgroup write", file="memory.limit_in_bytes", value=str(64 * 1024 ** 2)),
+        index_of(steps, "cgroup mkdir", path="memory" if v1 else engine.cgroup_parent),
+        index_of(steps, "cgroup write", file="memory.limit_in_bytes" if v1 else "memory.max",
+                 value=str(64 * 1024 ** 2)),
         index_of(steps, "cgroup write", file="pids.max", value="32"),
         index_of(steps, "unshare", flags="CLONE_NEWPID"),
         index_of(steps, "fork", role="PID 1"),
