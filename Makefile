@@ -14,8 +14,11 @@ STAMP := $(VENV)/.installed
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Every test: the host's (cgroup v1 hybrid here) and, in a QEMU guest, the runtime's
+# kernel tests again on a pure cgroup v2 hierarchy (vmtest/vmtest.mk).
 test: setup
 	$(BIN)/python -m pytest --nbmake tests notebooks $(PYTEST_ARGS)
+	$(MAKE) test-v2-guest
 
 setup: system venv bytecode image
 
@@ -54,4 +57,4 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) *.egg-info
--include vmtest/vmtest.mk
+include vmtest/vmtest.mk
