@@ -60,9 +60,16 @@ class Engine:
     @property
     def cgroups(self):
         if self._driver is None:
-            if os.geteuid() != 0:  # rootless: no cgroup tree of our own to write
-                from .kernel.cgroups.none import NoCgroupDriver
-                self._driver = NoCgroupDriver()
+            if os.geteuid() != 0:
+                # Rootless: a delegated cgroup v2 subtree if this user has one (real
+                # limits), else no cgroups at all (limits become rlimits, see run).
+                from .kernel.cgroups.v2 import V2Driver, delegated_root
+                root = delegated_root()
+                if root:
+                    self._driver = V2Driver(parent=self.cgroup_parent, mount_point=root)
+                else:
+                    from .kernel.cgroups.none import NoCgroupDriver
+                    self._driver = NoCgroupDriver()
             else:
                 self._driver = open_driver(self.cgroup_version, parent=self.cgroup_parent)
         return self._driver

@@ -178,3 +178,33 @@ class V2Driver:
             return []
         return sorted(os.path.join(self.parent_dir, d) for d in os.listdir(self.parent_dir)
                       if os.path.isdir(os.path.join(self.parent_dir, d)))
+
+
+def delegated_root(mount_point: str | None = None) -> str | None:
+    """The cgroup v2 subtree an ordinary user may manage, or None.
+
+    systemd's ``Delegate=`` (and an administrator's ``chown``) hands a user a
+    cgroup directory together with its ``cgroup.procs`` and
+    ``cgroup.subtree_control``; the user's own processes live in a leaf below
+    it (the "no internal processes" rule). So: the parent of our own cgroup,
+    when this user owns it and both files.
+    """
+    from . import cgroup_version
+    found = mounted_hierarchies()
+    root = mount_point or found.get("unified")
+    if not root or cgroup_version(found) != 2:
+        return None
+    try:
+        with open("/proc/self/cgroup") as f:
+            ours = next(line.split(":", 2)[2].strip() for line in f if line.startswith("0::"))
+    except (OSError, StopIteration):
+        return None
+    parent = os.path.dirname(os.path.join(root, ours.lstrip("/")).rstrip("/"))
+    if os.path.realpath(parent) == os.path.realpath(root):
+        return None  # the root of the tree is never delegated
+    try:
+        owners = {os.stat(os.path.join(parent, name)).st_uid
+                  for name in ("", "cgroup.procs", "cgroup.subtree_control")}
+    except OSError:
+        return None
+    return parent if owners == {os.geteuid()} else None
