@@ -112,9 +112,8 @@ def test_doctor_says_rootless(nobody_root):
     assert "tier: rootless" in result.stdout
 
 
-def run_without_namespaces(store: str, *args) -> tuple[int, str, str]:
-    """`minirt ARGS` as nobody, in a user namespace that allows no further ones (Binder's case)."""
-    from test_doctor import map_ids_one_to_one_in_new_user_namespace
+def run_as_nobody(store: str, *args, prepare=lambda: None) -> tuple[int, str, str]:
+    """`minirt ARGS` as nobody, after ``prepare()`` ran as root in the same process."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     pid = os.fork()
@@ -122,9 +121,7 @@ def run_without_namespaces(store: str, *args) -> tuple[int, str, str]:
         try:
             os.close(out_r)
             os.close(err_r)
-            map_ids_one_to_one_in_new_user_namespace()
-            with open("/proc/sys/user/max_user_namespaces", "w") as f:
-                f.write("0")
+            prepare()
             os.setgroups([])
             os.setgid(NOBODY)
             os.setuid(NOBODY)
@@ -140,6 +137,18 @@ def run_without_namespaces(store: str, *args) -> tuple[int, str, str]:
         stdout, stderr = out.read(), err.read()
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status), stdout, stderr
+
+
+def no_more_user_namespaces() -> None:
+    """Our own user namespace (ids 1:1) where nested ones are capped at 0: Binder's case."""
+    from test_doctor import map_ids_one_to_one_in_new_user_namespace
+    map_ids_one_to_one_in_new_user_namespace()
+    with open("/proc/sys/user/max_user_namespaces", "w") as f:
+        f.write("0")
+
+
+def run_without_namespaces(store: str, *args) -> tuple[int, str, str]:
+    return run_as_nobody(store, *args, prepare=no_more_user_namespaces)
 
 
 def test_without_namespaces_proot_runs_the_image_and_says_it_is_not_isolated(nobody_root):

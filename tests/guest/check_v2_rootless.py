@@ -16,7 +16,7 @@ import tempfile
 import pytest
 
 from check_v2_doctor import pure_v2_root
-from test_rootless import NOBODY, PYTHON, nobody_env
+from test_rootless import NOBODY, run_as_nobody
 
 CONTROLLERS = ("memory", "pids", "cpu")
 
@@ -35,28 +35,9 @@ def nobody_store():
 
 
 def run_as_nobody_in(cgroup: str, store: str, *args) -> tuple[int, str, str]:
-    """`minirt ARGS` as nobody, started inside ``cgroup`` (where its shell would live)."""
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            write(os.path.join(cgroup, "cgroup.procs"), "0")  # as root: place the session
-            os.chdir("/")
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            os.execve(PYTHON, [PYTHON, "-m", "minirt", *args], nobody_env(store))
-        finally:
-            os._exit(99)
-    os.close(out_w)
-    os.close(err_w)
-    with os.fdopen(out_r) as out, os.fdopen(err_r) as err:
-        stdout, stderr = out.read(), err.read()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), stdout, stderr
+    """`minirt ARGS` as nobody, started inside ``cgroup`` (where its session would live)."""
+    return run_as_nobody(store, *args,
+                         prepare=lambda: write(os.path.join(cgroup, "cgroup.procs"), "0"))
 
 
 @pytest.fixture
