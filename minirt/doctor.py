@@ -117,8 +117,12 @@ def check_cgroup_controllers() -> list[Check]:
     limit_files = {1: {"memory": "memory.limit_in_bytes", "cpu": "cpu.cfs_quota_us",
                        "pids": "pids.max"},
                    2: {"memory": "memory.max", "cpu": "cpu.max", "pids": "pids.max"}}[version]
+    delegated = None
+    if version == 2 and os.geteuid() != 0:  # a user's own subtree, if one is delegated
+        from .kernel.cgroups.v2 import delegated_root
+        delegated = delegated_root()
     for controller, limit_file in limit_files.items():
-        root = found.get(controller if version == 1 else "unified")
+        root = delegated or found.get(controller if version == 1 else "unified")
         if root is None:
             checks.append(Check(f"cgroup {controller}", False, "not mounted"))
             continue

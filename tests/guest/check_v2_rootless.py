@@ -61,6 +61,10 @@ def delegated_subtree():
 def test_a_user_with_a_delegated_subtree_gets_real_limits(delegated_subtree, nobody_store):
     code, _, err = run_as_nobody_in(delegated_subtree, nobody_store, "init")
     assert code == 0, err
+    code, out, _ = run_as_nobody_in(delegated_subtree, nobody_store, "doctor")
+    rows = {line.split()[1]: line for line in out.splitlines() if line.startswith("cgroup ")}
+    for controller in ("memory", "pids"):
+        assert " yes " in rows[controller] and "lab-user" in rows[controller], rows
     code, _, err = run_as_nobody_in(delegated_subtree, nobody_store, "run", "--rm", "-m", "64m",
                                     "busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=200M",
                                     "count=1")
