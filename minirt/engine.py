@@ -395,14 +395,7 @@ def user_namespaces_allowed() -> bool:
     global _USERNS_ALLOWED
     if _USERNS_ALLOWED is None:
         from .kernel import namespaces
-        pid = os.fork()
-        if pid == 0:
-            try:
-                namespaces.unshare(["user"])
-                os._exit(0)
-            except BaseException:
-                os._exit(1)
-        _USERNS_ALLOWED = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        _USERNS_ALLOWED = namespaces.can_unshare(["user"])
     return _USERNS_ALLOWED
 
 

@@ -12,31 +12,18 @@ import sys
 
 from conftest import require
 from minirt import doctor
+from minirt.lab.checks.child import in_child
 from minirt.kernel import mounts, namespaces
 
 NOBODY = 65534
 
 
 def probe_in_child(prepare) -> dict:
-    """Fork, run ``prepare()`` then ``doctor.probe()`` in the child; return the report."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        try:
-            prepare()
-            data = json.dumps(doctor.probe().to_dict()).encode()
-        except BaseException as e:
-            data = json.dumps({"error": repr(e)}).encode()
-        with os.fdopen(write_fd, "wb") as f:
-            f.write(data)
-        os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as f:
-        report = json.loads(f.read())
-    os.waitpid(pid, 0)
-    assert "error" not in report, report
-    return report
+    """Run ``prepare()`` then ``doctor.probe()`` in a forked child; return the report."""
+    def probe():
+        prepare()
+        return doctor.probe().to_dict()
+    return in_child(probe, timeout=60)
 
 
 def drop_to_nobody():

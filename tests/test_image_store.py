@@ -12,6 +12,7 @@ import pytest
 from minirt.errors import ImageError, ImageNotFound
 from minirt.image import layer, reference
 from minirt.image.store import ImageStore
+from conftest import require
 from minirt.kernel import mounts
 
 
@@ -220,16 +221,21 @@ def test_a_whiteout_does_not_hide_its_own_layers_file(tmp_path):
     assert (dest / "etc" / "motd").read_bytes() == b"mine\n"
 
 
-def test_setuid_bits_are_kept_only_as_root(tmp_path):
-    tar = tar_bytes([member("bin/", tarfile.DIRTYPE, mode=0o755),
-                     member("bin/su", data=b"#!", mode=0o4755)]).getvalue()
-    as_root = tmp_path / "root"
-    as_root.mkdir()
-    layer.unpack(io.BytesIO(tar), str(as_root))
-    if os.geteuid() == 0:
-        assert stat.S_IMODE(os.stat(as_root / "bin" / "su").st_mode) == 0o4755
-    if not mounts.is_mount_point("/"):
-        return  # in a chroot (fresh-check) nobody cannot reach its directory; CI checks it
+def setuid_layer() -> bytes:
+    return tar_bytes([member("bin/", tarfile.DIRTYPE, mode=0o755),
+                      member("bin/su", data=b"#!", mode=0o4755)]).getvalue()
+
+
+def test_setuid_bits_are_kept_when_unpacking_as_root(tmp_path):
+    require(os.geteuid() == 0, "needs root")
+    layer.unpack(io.BytesIO(setuid_layer()), str(tmp_path))
+    assert stat.S_IMODE(os.stat(tmp_path / "bin" / "su").st_mode) == 0o4755
+
+
+def test_setuid_bits_are_dropped_when_unpacking_as_an_ordinary_user():
+    require(os.geteuid() == 0, "needs root to act as another user")
+    require(mounts.is_mount_point("/"), "in a chroot (fresh-check) nobody cannot reach /var/tmp")
+    tar = setuid_layer()
     import tempfile
     as_user = tempfile.mkdtemp(dir="/var/tmp")  # reachable by nobody, unlike pytest's tmp
     os.chown(as_user, 65534, 65534)

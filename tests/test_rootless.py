@@ -36,7 +36,7 @@ def nobody_env(store: str) -> dict:
 @pytest.fixture(scope="module")
 def nobody_root():
     require(os.geteuid() == 0, "needs root to act as another user")
-    require(user_namespaces_work_here(), "the kernel refuses user namespaces here "
+    require(namespaces.can_unshare(["user"]), "the kernel refuses user namespaces here "
             "(max_user_namespaces=0, or these tests run inside a chroot)")
     store = tempfile.mkdtemp(prefix="minirt-rootless-", dir="/var/tmp")
     os.chown(store, NOBODY, NOBODY)
@@ -48,18 +48,6 @@ def nobody_root():
         mounts.unmount_all_under(store)
         shutil.rmtree(store, ignore_errors=True)
         shutil.rmtree(STUDENT_COPY, ignore_errors=True)
-
-
-def user_namespaces_work_here() -> bool:
-    """Can a process here create a user namespace? (Not inside a chroot, for one.)"""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            namespaces.unshare(["user"])
-            os._exit(0)
-        finally:
-            os._exit(1)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
 def drop_to_nobody():

@@ -51,6 +51,18 @@ def unshare(names) -> None:
     syscalls.unshare(flags_of(names))
 
 
+def can_unshare(names) -> bool:
+    """Would the kernel give this process new namespaces ``names``? Tried in a child."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            unshare(names)
+            os._exit(0)
+        finally:
+            os._exit(1)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
 def map_to_root(outside_uid: int, outside_gid: int) -> None:
     """In a new user namespace, become root: map our own ids to 0 (man 7 user_namespaces).
 

@@ -6,7 +6,6 @@ issue-13 QEMU guest (booted with cgroup_no_v1=all). Its name does not match
 ``test_*.py``, so ``make test`` on a host, whatever its cgroups, does not collect it.
 """
 
-import json
 import os
 import time
 
@@ -17,6 +16,7 @@ from minirt.errors import CgroupError
 from minirt.kernel import mounts, namespaces, syscalls
 from minirt.kernel.cgroups import cgroup_version, mounted_hierarchies
 from minirt.kernel.cgroups.v2 import V2Driver
+from minirt.lab.checks.child import in_child
 from test_doctor import checks, probe_in_child
 
 CONTROLLERS = ("memory", "cpu", "pids")
@@ -53,27 +53,6 @@ def test_each_controller_is_enabled_and_its_limit_file_written(tmp_path):
     if disabled:
         assert "enabled now" in found["cgroup pids"]["detail"]
     assert not [d for d in os.listdir(root) if d.startswith("minirt-probe-")]
-
-
-def in_child(action) -> dict:
-    """Fork, run ``action()`` (returns a dict) in the child; return its dict or error."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        try:
-            data = json.dumps(action()).encode()
-        except BaseException as e:
-            data = json.dumps({"error": repr(e)}).encode()
-        with os.fdopen(write_fd, "wb") as f:
-            f.write(data)
-        os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as f:
-        result = json.loads(f.read())
-    os.waitpid(pid, 0)
-    assert "error" not in result, result
-    return result
 
 
 def in_a_container_cgroup_namespace(action) -> dict:

@@ -70,6 +70,21 @@ def make_cgroup(directory: str, controller: str, version: int) -> str:
     return ""
 
 
+def real_cgroup(verdict, controller: str) -> tuple[str | None, int]:
+    """Create the exercise's real cgroup for ``controller``: (directory, version).
+
+    (None, 0) when this machine cannot (not root, no such controller): the
+    verdict notes that the real-cgroup part was skipped, and why.
+    """
+    directory, version, why = exercise_cgroup_dir(controller)
+    if directory is not None:
+        why = make_cgroup(directory, controller, version)
+    if directory is None or why:
+        note(verdict, f"the real-cgroup part was skipped: {why}")
+        return None, 0
+    return directory, version
+
+
 def remove_cgroup(directory: str, timeout: float = 5.0) -> None:
     """Kill whatever is left in the cgroup, then rmdir it (EBUSY until the dead are reaped)."""
     deadline = time.monotonic() + timeout
@@ -157,13 +172,8 @@ def _memory_body(verdict, write_memory_limit):
                                   "bytes, as decimal digits, e.g. str(limit_bytes)"):
                 return
     # 2. A real cgroup: the kernel reads the file back and enforces it.
-    directory, version, why = exercise_cgroup_dir("memory")
+    directory, version = real_cgroup(verdict, "memory")
     if directory is None:
-        note(verdict, f"the real-cgroup part was skipped: {why}")
-        return
-    why = make_cgroup(directory, "memory", version)
-    if why:
-        note(verdict, f"the real-cgroup part was skipped: {why}")
         return
     try:
         write_memory_limit(directory, limit, version)
@@ -217,13 +227,8 @@ def _cpu_body(verdict, cpu_quota):
         if not verdict.expect(got == wanted, f"{call} == {wanted}", hint):
             return
     # A real cgroup: the quota written, a busy child measured against it.
-    directory, version, why = exercise_cgroup_dir("cpu")
+    directory, version = real_cgroup(verdict, "cpu")
     if directory is None:
-        note(verdict, f"the real-cgroup part was skipped: {why}")
-        return
-    why = make_cgroup(directory, "cpu", version)
-    if why:
-        note(verdict, f"the real-cgroup part was skipped: {why}")
         return
     try:
         cpus, period = 0.5, 100_000
