@@ -54,6 +54,7 @@ check-lab: setup
 
 bench: setup
 	$(BIN)/python bench/startup
+	$(BIN)/python bench/registry
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -46,9 +46,9 @@ def build_parser(only: str | None = None):
     sub = parser.add_subparsers(metavar="COMMAND")
     for name, (describe, handler, summary) in COMMANDS.items():
         if only in (None, name):
-            # add_help=False for run: docker's -h means --hostname there.
+            # add_help=False for run and create: docker's -h means --hostname there.
             command = sub.add_parser(name, help=summary, description=summary,
-                                     add_help=name != "run")
+                                     add_help=name not in ("run", "create"))
             describe(command)
             command.set_defaults(handler=handler)
     return parser
@@ -59,6 +59,8 @@ def build_parser(only: str | None = None):
 # "optional" (a value only as --flag=VALUE).
 RUN_FLAGS = [
     (("--rm",), "rm", "switch", None, "remove the container when it exits"),
+    (("-d", "--detach"), "detach", "switch", None,
+     "run in the background (kept by its shim) and print the container's id"),
     (("--name",), "name", "value", "NAME", "a name for the container"),
     (("-h", "--hostname"), "hostname", "value", "NAME", "the container's hostname"),
     (("-e", "--env"), "env", "append", "K=V", "set an environment variable"),
@@ -241,6 +243,27 @@ def rmi_arguments(rmi) -> None:
     rmi.add_argument("images", nargs="+", metavar="IMAGE")
 
 
+def transfer_arguments(command) -> None:
+    command.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    command.add_argument("image", metavar="NAME[:TAG|@DIGEST]",
+                         help="e.g. localhost:5000/lab/app:1 (busybox = "
+                              "docker.io/library/busybox:latest)")
+
+
+def server_argument(command) -> None:
+    command.add_argument("server", nargs="?", metavar="SERVER",
+                         help="registry host[:port] (default: docker.io)")
+
+
+def login_arguments(login) -> None:
+    login.add_argument("-u", "--username")
+    login.add_argument("-p", "--password", help="visible in ps and shell history: "
+                       "prefer --password-stdin")
+    login.add_argument("--password-stdin", action="store_true",
+                       help="read the password from standard input")
+    server_argument(login)
+
+
 def tag_arguments(tag) -> None:
     tag.add_argument("source", metavar="SOURCE_IMAGE")
     tag.add_argument("target", metavar="TARGET_IMAGE")
@@ -270,6 +293,8 @@ def no_arguments(parser) -> None:
 def cmd_run(args) -> int:
     from .engine import Engine
     from .runtime.stdio import Passthrough, Terminal
+    if args.detach:
+        return cmd_create(args, start=True)
     if args.tty and not os.isatty(0) and args.interactive:
         print("minirt: the input device is not a TTY", file=sys.stderr)
         return 125
@@ -361,13 +386,10 @@ def cmd_ps(args) -> int:
         if args.quiet:
             print(c["id"][:12])
             continue
-        state = c["state"]
-        status = "Up" if c["running"] else (
-            f"Exited ({state['exit_code']})" if state.get("exit_code") is not None else
-            state.get("status", "created").capitalize())
+        status = container_status(c)
         command = " ".join(c["command"])
-        age = time.time() - c.get("created", time.time())
-        rows.append((c["id"][:12], c["image"], f'"{command[:20]}"', f"{age:.0f} seconds ago",
+        created = f"{duration(c.get('created', time.time()))} ago"
+        rows.append((c["id"][:12], c["image"], f'"{command[:20]}"', created,
                      status, c["name"]))
     if not args.quiet:
         print_table(rows)
@@ -451,6 +473,78 @@ def cmd_load(args) -> int:
     return 0
 
 
+def cmd_pull(args) -> int:
+    from .engine import Engine
+    from .registry import progress
+    result = Engine().pull(args.image, progress.for_terminal(args.quiet))
+    if args.quiet:
+        print(result.reference)
+        return 0
+    print(f"Status: Downloaded {result.image.name}: fetched {human_size(result.fetched_bytes)} "
+          f"in {len(result.fetched_layers)} layer(s), reused {human_size(result.reused_bytes)} "
+          f"in {len(result.reused_layers)} already here")
+    return 0
+
+
+def cmd_push(args) -> int:
+    from .engine import Engine
+    from .registry import progress
+    result = Engine().push(args.image, progress.for_terminal(args.quiet))
+    if not args.quiet:
+        print(f"Pushed {result.reference}: {len(result.pushed)} blob(s) uploaded "
+              f"({human_size(result.pushed_bytes)}), {len(result.existing)} already there, "
+              f"{len(result.mounted)} mounted from another repository")
+    return 0
+
+
+def cmd_login(args) -> int:
+    import getpass
+
+    from .registry import auth, client
+    server = args.server or client.DOCKER_HUB
+    username = args.username or input("Username: ")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = args.password or getpass.getpass("Password: ")
+    credentials = auth.Credentials(username, password)
+    with client.Registry(server, credentials=credentials) as registry:
+        registry.ping()   # a wrong password fails here, before anything is saved
+    path = auth.save_credentials(server, credentials)
+    print(f"Login Succeeded (saved in {path}, readable by you only)")
+    return 0
+
+
+def cmd_logout(args) -> int:
+    from .registry import auth, client
+    server = args.server or client.DOCKER_HUB
+    if auth.forget_credentials(server):
+        print(f"Removing login credentials for {server}")
+    else:
+        print(f"Not logged in to {server}")
+    return 0
+
+
+def daemon_arguments(command) -> None:
+    from . import daemon
+    daemon.arguments(command)
+
+
+def cmd_daemon(args) -> int:
+    from . import daemon
+    return daemon.command(args)
+
+
+def registry_arguments(command) -> None:
+    from .registry import commands
+    commands.describe(command)
+
+
+def cmd_registry(args) -> int:
+    from .registry import commands
+    return commands.run(args)
+
+
 def cmd_rmi(args) -> int:
     from .engine import Engine
     engine = Engine()
@@ -497,7 +591,7 @@ def cmd_inspect(args) -> int:
                           "Size": sum(layer.size for layer in image.layers)})
         except ImageNotFound:
             try:
-                found.append(engine.find_container(name))
+                found.append(engine.inspect(name))
             except ContainerNotFound:
                 raise ContainerNotFound(f"no such image or container: {name}") from None
     print(json.dumps(found, indent=2))
@@ -570,10 +664,271 @@ def cmd_version(args) -> int:
     return 0
 
 
+# --- detached containers: docker's create, start, attach, stop, kill, restart, wait,
+# logs, exec and top; the Engine does the work, its shims keep the containers.
+def create_arguments(create) -> None:
+    run_arguments(create)
+
+
+def container_list(parser) -> None:
+    parser.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+
+def start_arguments(start) -> None:
+    start.add_argument("-a", "--attach", action="store_true",
+                       help="attach to its output (and wait for it, exiting with its status)")
+    start.add_argument("-i", "--interactive", action="store_true", help="attach stdin too")
+    container_list(start)
+
+
+def attach_arguments(attach) -> None:
+    attach.add_argument("--no-stdin", action="store_true", help="do not attach stdin")
+    attach.add_argument("container")
+
+
+def stop_arguments(stop) -> None:
+    stop.add_argument("-t", "--time", type=float, default=10,
+                      help="seconds to wait after SIGTERM before SIGKILL (default 10)")
+    container_list(stop)
+
+
+def kill_arguments(kill) -> None:
+    kill.add_argument("-s", "--signal", default="KILL", help="signal to send (default KILL)")
+    container_list(kill)
+
+
+def logs_arguments(logs) -> None:
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until it stops")
+    logs.add_argument("-n", "--tail", default="all", help="lines from the end (default all)")
+    logs.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    logs.add_argument("container")
+
+
+def exec_arguments(exec_) -> None:
+    import argparse
+    exec_.add_argument("-d", "--detach", action="store_true", help="run it in the background")
+    exec_.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    exec_.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    exec_.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
+                       help="set an environment variable")
+    exec_.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside it")
+    exec_.add_argument("container")
+    exec_.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def container_options(args) -> dict:
+    """``run``/``create`` flags as ``Engine.create_spec`` keywords."""
+    return dict(name=args.name, hostname=args.hostname, env=args.env, workdir=args.workdir,
+                volumes=args.volume, memory=args.memory, cpus=args.cpus,
+                pids_limit=args.pids_limit, storage=args.storage)
+
+
+def cmd_create(args, start: bool = False) -> int:
+    """``docker create`` (and ``docker run -d``: create, then start): print the full id."""
+    from .engine import Engine
+    engine = Engine()
+    container_id = engine.create(
+        args.image, args.command, tty=args.tty, stdin_open=args.interactive, remove=args.rm,
+        notice=lambda text: print(f"minirt: {text}", file=sys.stderr), **container_options(args))
+    if start:
+        engine.start(container_id)
+    print(container_id)
+    return 0
+
+
+def cmd_start(args) -> int:
+    from .engine import Engine
+    from .errors import UsageError
+    engine = Engine()
+    if not args.attach:
+        for ref in args.containers:
+            engine.start(ref)
+            print(ref)
+        return 0
+    if len(args.containers) != 1:
+        raise UsageError("start -a takes one container")
+    return attach_session(engine, args.containers[0], args.interactive, start=True)
+
+
+def cmd_attach(args) -> int:
+    from .engine import Engine
+    return attach_session(Engine(), args.container, not args.no_stdin)
+
+
+def attach_session(engine, ref: str, interactive: bool, start: bool = False) -> int:
+    """Connect to a container's attach socket (then start it, with ``start``), copy its
+    output to ours and our input to it until it exits; return its exit status."""
+    import selectors
+    import socket
+    import threading
+    container = engine.find_container(ref)
+    interactive = interactive and container.get("stdin", False)
+    sock = engine.attach(container["id"])  # before start: nothing it prints is missed
+    codes = []
+
+    def wait() -> None:
+        try:
+            codes.append(engine.wait(container["id"]))
+        except MinirtError:
+            pass
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    if start:
+        engine.start(container["id"])
+    saved = None
+    if container.get("tty") and interactive and os.isatty(0):
+        import termios
+        import tty
+        saved = termios.tcgetattr(0)
+        tty.setraw(0)  # keys, Ctrl-C too, go to the container's terminal as bytes
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ)
+            if interactive:
+                selector.register(0, selectors.EVENT_READ)
+            buffer = b""
+            while True:
+                for key, _ in selector.select():
+                    if key.fileobj == 0:
+                        data = os.read(0, 4096)
+                        if data:
+                            sock.sendall(data)
+                        else:
+                            selector.unregister(0)
+                            if not container.get("tty"):
+                                sock.shutdown(socket.SHUT_WR)  # closes its stdin
+                        continue
+                    data = sock.recv(65536)
+                    if not data:
+                        waiter.join()
+                        return codes[0] if codes else 0
+                    if container.get("tty"):
+                        os.write(1, data)
+                        continue
+                    buffer += data
+                    # Docker's frames: [stream, 0, 0, 0, big-endian length] + bytes
+                    while len(buffer) >= 8 and \
+                            len(buffer) >= 8 + (size := int.from_bytes(buffer[4:8], "big")):
+                        os.write(2 if buffer[0] == 2 else 1, buffer[8:8 + size])
+                        buffer = buffer[8 + size:]
+    finally:
+        if saved is not None:
+            import termios
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        sock.close()
+
+
+def cmd_stop(args) -> int:
+    from .engine import Engine
+    engine = Engine()
+    for ref in args.containers:
+        engine.stop(ref, timeout=args.time)
+        print(ref)
+    return 0
+
+
+def cmd_restart(args) -> int:
+    from .engine import Engine
+    engine = Engine()
+    for ref in args.containers:
+        engine.restart(ref, timeout=args.time)
+        print(ref)
+    return 0
+
+
+def cmd_kill(args) -> int:
+    from .engine import Engine
+    engine = Engine()
+    for ref in args.containers:
+        engine.kill(ref, args.signal)
+        print(ref)
+    return 0
+
+
+def cmd_wait(args) -> int:
+    from .engine import Engine
+    engine = Engine()
+    for ref in args.containers:
+        print(engine.wait(ref), flush=True)
+    return 0
+
+
+def cmd_logs(args) -> int:
+    from .engine import Engine
+    from .errors import UsageError
+    tail = None if args.tail == "all" else args.tail
+    if tail is not None and not tail.lstrip("-").isdigit():
+        raise UsageError(f"invalid --tail {args.tail!r}: use a number or all")
+    tail = None if tail is None or int(tail) < 0 else int(tail)
+    for stream, data in Engine().logs(args.container, follow=args.follow, tail=tail,
+                                      timestamps=args.timestamps):
+        out = sys.stderr.buffer if stream == "stderr" else sys.stdout.buffer
+        out.write(data)
+        out.flush()  # keeps stdout and stderr lines in the container's order
+    return 0
+
+
+def cmd_exec(args) -> int:
+    from .engine import Engine
+    from .errors import UsageError
+    from .runtime.stdio import Passthrough, Terminal
+    if not args.command:
+        raise UsageError("exec needs a command: minirt exec CONTAINER COMMAND [ARG...]")
+    if args.tty and args.interactive and not os.isatty(0) and not args.detach:
+        print("minirt: the input device is not a TTY", file=sys.stderr)
+        return 125
+    stdio = Terminal(args.interactive) if args.tty and not args.detach else \
+        Passthrough(args.interactive)
+    return Engine().exec(args.container, args.command, env=args.env, workdir=args.workdir,
+                         tty=args.tty, detach=args.detach, stdio=stdio)
+
+
+def cmd_top(args) -> int:
+    from .engine import Engine
+    table = Engine().top(args.container)
+    print_table([table["Titles"]] + table["Processes"])
+    return 0
+
+
+def container_status(c: dict) -> str:
+    """docker ps's STATUS: ``Created``, ``Up 5 seconds``, ``Exited (0) 3 minutes ago``."""
+    from .runtime.jsonlog import parse_rfc3339
+    state = c["state"]
+    if c["running"]:
+        started = parse_rfc3339(state.get("started_at", ""))
+        return "Up" + (f" {duration(started)}" if started else "")
+    if state.get("status") != "exited":
+        return "Created"
+    code = state.get("exit_code")
+    finished = parse_rfc3339(state.get("finished_at", ""))
+    return f"Exited ({'unknown' if code is None else code})" + (
+        f" {duration(finished)} ago" if finished else "")
+
+
+def duration(since: float) -> str:
+    import time
+    seconds = max(0, int(time.time() - since))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n > 1 else ''}"
+    return "Less than a second" if seconds < 1 else f"{seconds} second{'s' if seconds > 1 else ''}"
+
+
 # name: (how to describe its arguments, what runs it, one-line help)
 COMMANDS = {
     "run": (run_arguments, cmd_run, "run a command in a new container"),
     "ps": (ps_arguments, cmd_ps, "list containers"),
+    "create": (create_arguments, cmd_create, "create a container (started later by start)"),
+    "start": (start_arguments, cmd_start, "start created or stopped containers"),
+    "attach": (attach_arguments, cmd_attach, "attach to a running container's stdio"),
+    "stop": (stop_arguments, cmd_stop, "stop containers: SIGTERM, then SIGKILL after -t"),
+    "restart": (stop_arguments, cmd_restart, "stop, then start containers"),
+    "kill": (kill_arguments, cmd_kill, "send a signal (default KILL) to containers"),
+    "wait": (container_list, cmd_wait, "wait until containers stop; print their exit codes"),
+    "logs": (logs_arguments, cmd_logs, "a container's output (json-file log)"),
+    "exec": (exec_arguments, cmd_exec, "run a command in a running container"),
+    "top": (one_container, cmd_top, "a container's processes"),
     "rm": (rm_arguments, cmd_rm, "remove containers"),
     "images": (images_arguments, cmd_images, "list local images"),
     "commit": (commit_arguments, cmd_commit, "make a new image from a container's changes"),
@@ -583,6 +938,10 @@ COMMANDS = {
     "builder": (builder_arguments, cmd_builder, "builder prune: forget the build cache"),
     "save": (save_arguments, cmd_save, "images to a tar (docker save format, or OCI)"),
     "load": (load_arguments, cmd_load, "images from a tar or an OCI layout"),
+    "pull": (transfer_arguments, cmd_pull, "download an image from a registry"),
+    "push": (transfer_arguments, cmd_push, "upload an image to a registry"),
+    "login": (login_arguments, cmd_login, "log in to a registry (saved with mode 0600)"),
+    "logout": (server_argument, cmd_logout, "forget a registry login"),
     "rmi": (rmi_arguments, cmd_rmi, "remove images"),
     "tag": (tag_arguments, cmd_tag, "give an image another name"),
     "history": (one_image, cmd_history, "the layers of an image"),
@@ -597,6 +956,10 @@ COMMANDS = {
     "lab": (lab_arguments, cmd_lab, "instructor check: run every notebook, write HTML"),
     "doctor": (doctor_arguments, cmd_doctor, "what this machine allows, and its privilege tier"),
     "version": (no_arguments, cmd_version, "show the minirt version"),
+    "daemon": (daemon_arguments, cmd_daemon,
+               "serve the Docker Engine API on a Unix socket (minirtd)"),
+    "registry": (registry_arguments, cmd_registry,
+                 "the lab's local registry (CNCF Distribution): start, stop, status"),
 }
 
 

@@ -6,6 +6,7 @@ over the Docker Engine API. It turns user-level requests ("run busybox with
 """
 
 import os
+import sys
 import _signal as signal  # the C module under `signal`: same calls, no enums to build (~1 ms)
 import time
 from .errors import MinirtError, UsageError
@@ -15,6 +16,7 @@ from .paths import atomic_write, remove_tree, state_root
 from .record import Record
 from .runtime import rootfs
 from .runtime.container import FORWARDED_SIGNALS, ContainerProcess
+from .runtime.jsonlog import rfc3339_nano
 from .runtime.spec import ContainerSpec, Volume
 from .trace import NULL_TRACE, Trace
 
@@ -140,11 +142,14 @@ class Engine:
         return found
 
     def reap_stale(self) -> list[str]:
-        """Finish the cleanup of containers whose ``minirt run`` was killed (SIGKILL).
+        """Finish the cleanup of containers whose owner was killed (SIGKILL): a
+        foreground ``minirt run``, or a detached container's shim.
 
         Their processes died with it (PR_SET_PDEATHSIG) and their mounts with
         their mount namespace; what is left on the host is the cgroup and the
-        container's directory. Returns the ids it cleaned.
+        container's directory. Nobody saw the exit, so its code is unknown
+        (recorded as None; ``inspect`` says -1 and gives the Error). Returns
+        the ids it cleaned.
         """
         reaped = []
         for container in self.containers():
@@ -158,29 +163,334 @@ class Engine:
             if container.get("auto_remove"):
                 remove_tree(directory)
             else:
+                who = "its shim" if container.get("shim") else "minirt run"
                 self._write_state(directory, "exited", exit_code=None,
-                                  error="minirt run was killed while the container ran")
+                                  started_at=container["state"].get("started_at", ""),
+                                  finished_at=rfc3339_nano(),
+                                  error=f"{who} was killed while the container was {status}: "
+                                        "the exit code is unknown")
             reaped.append(container["id"])
         return reaped
 
     def remove_container(self, ref: str, force: bool = False) -> str:
         """``docker rm``: delete a stopped container's directory (``force`` kills it first)."""
         from .errors import ContainerError
+        from .runtime import shim
         container = self.find_container(ref)
         cgroup = self.cgroups.cgroup(container["id"])
-        if container["running"]:
-            if not force:
-                raise ContainerError(f"container {container['name']} is running: stop it first "
-                                     "or use rm -f")
-            cgroup.kill_all()
-            deadline = time.monotonic() + 10
-            while process_alive(container.get("owner")) and time.monotonic() < deadline:
-                time.sleep(0.02)  # its minirt run notices, cleans up and exits
-        cgroup.remove()
         directory = os.path.join(self.containers_dir, container["id"])
+        if container["running"] and not force:
+            raise ContainerError(f"container {container['name']} is running: stop it first "
+                                 "or use rm -f")
+        owner_finishing = container["running"]
+        if self._shim_alive(container):
+            owner_finishing = True
+            try:  # the shim kills the container, cleans up and exits
+                shim.request(directory, {"op": "shutdown"})
+            except OSError:
+                pass  # it was exiting anyway
+        elif container["running"]:
+            cgroup.kill_all()
+        deadline = time.monotonic() + 10
+        while owner_finishing and process_alive(container.get("owner")) and \
+                time.monotonic() < deadline:
+            time.sleep(0.02)  # its minirt run (or shim) notices, cleans up and exits
+        cgroup.remove()
         if os.path.isdir(directory):
             remove_tree(directory)
         return container["id"]
+
+    # --- detached containers: create, start, stop, wait, logs, exec ---------------------
+    def create(self, image: str, command=None, *, tty: bool = False, stdin_open: bool = False,
+               remove: bool = False, notice=None, **options) -> str:
+        """``docker create``: a container with its shim, not started; returns its id.
+
+        Options are ``create_spec``'s. The shim (``runtime/shim.py``) lives on
+        its own, so the container outlives this process; its attach socket
+        exists from now on (``attach_socket_path``).
+        """
+        spec = self.create_spec(image, command, tty=tty, stdin=stdin_open, **options)
+        self._fit_to_machine(spec, notice)
+        container_dir = os.path.join(self.containers_dir, spec.id)
+        os.makedirs(container_dir)
+        try:
+            self._spawn_shim(spec, container_dir, remove)
+        except BaseException:
+            remove_tree(container_dir)
+            raise
+        return spec.id
+
+    def _spawn_shim(self, spec: ContainerSpec, container_dir: str, remove: bool) -> None:
+        """Start the container's shim (``python -m minirt.engine shim``) and wait until
+        it listens. It is a fresh interpreter, not a fork of this one: the caller may be
+        a notebook's or a daemon's process with threads and open connections."""
+        import json
+        import subprocess
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [package_parent] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+        request = {"root": self.root, "cgroup_parent": self.cgroup_parent,
+                   "cgroup_version": self.cgroup_version, "container_dir": container_dir,
+                   "spec": spec.to_dict(), "auto_remove": remove}
+        with open(os.path.join(container_dir, "shim.log"), "ab") as log:
+            process = subprocess.Popen([sys.executable, "-m", "minirt.engine", "shim"],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                       env=env, cwd=container_dir, start_new_session=True)
+        answer, _ = process.communicate(json.dumps(request).encode(), timeout=60)
+        try:
+            answer = json.loads(answer) if answer else {}
+        except ValueError:
+            answer = {}
+        if not answer.get("ok"):
+            from .errors import ContainerStartError
+            with open(os.path.join(container_dir, "shim.log"), errors="replace") as f:
+                why = f.read().strip().splitlines()[-1:] or ["no answer"]
+            raise ContainerStartError("the container's shim did not start: "
+                                      f"{answer.get('message') or why[0]}")
+
+    def _shim_alive(self, container: dict) -> bool:
+        return bool(container.get("shim")) and process_alive(container.get("owner"))
+
+    def _container_dir(self, container: dict) -> str:
+        return os.path.join(self.containers_dir, container["id"])
+
+    def start(self, ref: str) -> str:
+        """``docker start``: start a created or exited container (a no-op when running)."""
+        from .runtime import shim
+        container = self.find_container(ref)
+        if container["running"]:
+            return container["id"]
+        directory = self._container_dir(container)
+        if not (self._shim_alive(container) and container["state"].get("status") == "created"):
+            if self._shim_alive(container):
+                self.wait(container["id"])  # it is finishing the previous run: let it
+            self._spawn_shim(ContainerSpec.from_dict(container), directory,
+                             container.get("auto_remove", False))
+        try:
+            shim.raise_answer(shim.request(directory, {"op": "start"}, timeout=120))
+        except MinirtError:
+            if container.get("auto_remove"):
+                self.remove_container(container["id"], force=True)
+            raise
+        return container["id"]
+
+    def kill(self, ref: str, signal="KILL") -> str:
+        """``docker kill [-s SIG]``: send a signal to the container's PID 1.
+
+        As docker, the signal goes as it is: PID 1 of a pid namespace ignores
+        the ones it has no handler for (all but SIGKILL, unless it catches them).
+        """
+        from .errors import ContainerError
+        number = parse_signal(signal)
+        container = self.find_container(ref)
+        if not container["running"]:
+            raise ContainerError(f"container {container['name']} is not running")
+        self._signal(container, number)
+        return container["id"]
+
+    def _signal(self, container: dict, number: int) -> None:
+        from .runtime import shim
+        if self._shim_alive(container):
+            shim.raise_answer(shim.request(self._container_dir(container),
+                                           {"op": "kill", "signal": number}))
+        elif container["state"].get("pid"):  # a foreground run's container
+            try:
+                os.kill(container["state"]["pid"], number)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, ref: str, timeout: float = 10) -> str:
+        """``docker stop -t N``: SIGTERM to PID 1, SIGKILL if it still runs N seconds later."""
+        from .errors import ContainerError, ContainerNotFound
+        container = self.find_container(ref)
+        if not container["running"]:
+            return container["id"]
+        try:
+            self._signal(container, signal.SIGTERM)
+            self.wait(container["id"], timeout=timeout)
+        except TimeoutError:
+            try:
+                self._signal(container, signal.SIGKILL)
+                self.wait(container["id"])
+            except (ContainerError, ContainerNotFound):
+                pass  # it ended meanwhile (and, with --rm, is gone)
+        except (ContainerError, ContainerNotFound):
+            pass
+        return container["id"]
+
+    def restart(self, ref: str, timeout: float = 10) -> str:
+        """``docker restart``: stop (with ``timeout``), then start; PID 1 is a new process."""
+        container_id = self.stop(ref, timeout)
+        return self.start(container_id)
+
+    def wait(self, ref: str, timeout: float | None = None) -> int:
+        """``docker wait``: block until the container has exited; return its exit code
+        (-1 when nobody saw the exit, see ``reap_stale``). ``TimeoutError`` after
+        ``timeout`` seconds."""
+        from .runtime import shim
+        deadline = None if timeout is None else time.monotonic() + timeout
+        container = self.find_container(ref)
+        container_id = container["id"]
+        while True:
+            status = container["state"].get("status")
+            if status == "exited":
+                code = container["state"].get("exit_code")
+                return -1 if code is None else code
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if self._shim_alive(container):
+                try:
+                    answer = shim.request(self._container_dir(container), {"op": "wait"}, left)
+                    if "exit_code" in answer:
+                        return answer["exit_code"]
+                except TimeoutError:
+                    raise TimeoutError(f"container {container['name']} still runs after "
+                                       f"{timeout} seconds") from None
+                except OSError:
+                    pass  # the shim has just finished (or was killed): see the state on disk
+            elif not process_alive(container.get("owner")):
+                self.reap_stale()
+            if left == 0.0:
+                raise TimeoutError(f"container {container['name']} still runs after "
+                                   f"{timeout} seconds")
+            time.sleep(0.02)
+            container = self.find_container(container_id)
+
+    def logs(self, ref: str, follow: bool = False, tail: int | None = None,
+             timestamps: bool = False, stdout: bool = True, stderr: bool = True):
+        """``docker logs``: yield (stream, bytes) from the container's json-file log.
+
+        ``follow`` keeps reading until the container stops; ``tail`` gives the
+        last N lines first; ``timestamps`` prefixes each with its RFC 3339 time.
+        """
+        from .runtime.jsonlog import read_records
+        container = self.find_container(ref)
+        path = self.log_path(container)
+
+        def still_running() -> bool:
+            try:
+                now = self.find_container(container["id"])
+            except MinirtError:
+                return False
+            return now["state"].get("status") == "running" and (
+                now["running"] or process_alive(now.get("owner")))
+
+        wanted = {"stdout": stdout, "stderr": stderr}
+        for record in read_records(path, follow=still_running if follow else None, tail=tail):
+            if wanted.get(record.get("stream"), False):
+                data = record["log"].encode()
+                if timestamps:
+                    data = record["time"].encode() + b" " + data
+                yield record["stream"], data
+
+    def log_path(self, container: dict) -> str:
+        return os.path.join(self._container_dir(container), f"{container['id']}-json.log")
+
+    def attach_socket_path(self, ref: str) -> str:
+        """The shim's attach socket (protocol: ``runtime/shim.py``). Connect with
+        ``runtime.shim.connect``: the path may be longer than a socket address allows."""
+        from .runtime.shim import ATTACH_SOCKET
+        return os.path.join(self._container_dir(self.find_container(ref)), ATTACH_SOCKET)
+
+    def attach(self, ref: str):
+        """A socket connected to the container's attach socket (see ``attach_socket_path``)."""
+        from .errors import ContainerError
+        from .runtime import shim
+        container = self.find_container(ref)
+        if not self._shim_alive(container):
+            raise ContainerError(f"container {container['name']} has no shim to attach to "
+                                 "(not created detached, or exited)")
+        return shim.connect(self.attach_socket_path(container["id"]))
+
+    def resize(self, ref: str, height: int, width: int) -> None:
+        """The terminal size of a ``-t`` container (docker's resize)."""
+        from .runtime import shim
+        container = self.find_container(ref)
+        shim.raise_answer(shim.request(self._container_dir(container),
+                                       {"op": "resize", "height": height, "width": width}))
+
+    def top(self, ref: str) -> dict:
+        """``docker top``: the container's processes, as ``ps -ef`` columns (from psutil)."""
+        import psutil
+        from .errors import ContainerError
+        container = self.find_container(ref)
+        if not container["running"]:
+            raise ContainerError(f"container {container['name']} is not running")
+        pids = set(self.cgroups.cgroup(container["id"]).procs())
+        if not pids and container["state"].get("pid"):  # no cgroup (rootless): PID 1's tree
+            try:
+                init = psutil.Process(container["state"]["pid"])
+                pids = {init.pid} | {p.pid for p in init.children(recursive=True)}
+            except psutil.Error:
+                pass
+        rows = []
+        for pid in sorted(pids):
+            try:
+                p = psutil.Process(pid)
+                with p.oneshot():
+                    cpu = p.cpu_times()
+                    used = int(cpu.user + cpu.system)
+                    rows.append([p.username(), str(pid), str(p.ppid()), "0",
+                                 time.strftime("%H:%M", time.localtime(p.create_time())),
+                                 (p.terminal() or "?").removeprefix("/dev/"),
+                                 f"{used // 3600:02d}:{used // 60 % 60:02d}:{used % 60:02d}",
+                                 " ".join(p.cmdline()) or f"[{p.name()}]"])
+            except psutil.Error:
+                continue  # it ended while we looked
+        return {"Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
+                "Processes": rows}
+
+    def exec(self, ref: str, command, env=None, workdir: str | None = None, tty: bool = False,
+             detach: bool = False, stdio=None, interactive: bool = False) -> int:
+        """``docker exec``: run ``command`` in the running container's namespaces and
+        cgroup (``runtime/enter.py``); return its exit code (0 with ``detach``).
+
+        ``stdio`` is a ``runtime.stdio`` object: ``Capture()`` collects the output
+        (``stdio.output``), the default passes it through to ours, the CLI uses
+        ``Terminal`` for -t.
+        """
+        from .errors import ContainerError, KernelFeatureMissing, UsageError
+        from .runtime import enter
+        from .runtime.stdio import Null, Passthrough
+        container = self.find_container(ref)
+        if not container["running"] or not container["state"].get("pid"):
+            raise ContainerError(f"container {container['name']} is not running")
+        spec = ContainerSpec.from_dict(container)
+        if not spec.namespaces:
+            raise KernelFeatureMissing("exec needs namespaces to enter: this container is a "
+                                       "proot emulation")
+        if not command:
+            raise UsageError("exec needs a command")
+        if detach:
+            stdio = Null()
+        elif stdio is None:
+            stdio = Passthrough(interactive)
+        cgroup = self.cgroups.cgroup(container["id"]) if self.cgroups.version else None
+        return enter.exec_in(container["state"]["pid"], spec, cgroup, list(command),
+                             parse_env(env), workdir, tty, detach, stdio)
+
+    def inspect(self, ref: str) -> dict:
+        """``docker inspect`` of a container: its record plus docker's State fields."""
+        container = self.find_container(ref)
+        state = container["state"]
+        status = state.get("status", "created")
+        code = state.get("exit_code")
+        never = "0001-01-01T00:00:00Z"  # Go's zero time, as docker shows "never"
+        return {
+            **container,
+            "Id": container["id"], "Name": "/" + container["name"],
+            "Created": rfc3339_nano(int(container.get("created", 0) * 1e9)),
+            "Path": container["command"][0], "Args": container["command"][1:],
+            "Image": container.get("image_id", ""), "LogPath": self.log_path(container),
+            "State": {
+                "Status": status, "Running": container["running"], "Paused": False,
+                "Restarting": False, "OOMKilled": bool(state.get("oom_killed")), "Dead": False,
+                "Pid": state.get("pid", 0) if container["running"] else 0,
+                "ExitCode": -1 if code is None and status == "exited" else code or 0,
+                "Error": state.get("error", ""),
+                "StartedAt": state.get("started_at") or never,
+                "FinishedAt": state.get("finished_at") or never,
+            },
+        }
 
     # --- images from containers -------------------------------------------------------
     def _upper_dir(self, container: dict) -> str:
@@ -258,6 +568,18 @@ class Engine:
         in_use = {layer for c in self.containers() for layer in c["layers"]}
         return self.images.collect_garbage(in_use)
 
+    # --- registries ------------------------------------------------------------
+    def pull(self, name: str, progress=None, credentials=None):
+        """``docker pull``: fetch ``name`` from its registry (see minirt.registry.pull).
+        ``credentials`` (registry.auth.Credentials): this pull's login, else the stored one."""
+        from .registry import pull
+        return pull.pull(self.images, name, progress, credentials=credentials)
+
+    def push(self, name: str, progress=None, credentials=None):
+        """``docker push``: send the local image ``name`` to its registry."""
+        from .registry import push
+        return push.push(self.images, name, progress, credentials=credentials)
+
     def find_container(self, ref: str) -> dict:
         """A container by name, full id or unique id prefix (as docker accepts them)."""
         from .errors import ContainerNotFound
@@ -285,22 +607,16 @@ class Engine:
             from .runtime.stdio import Capture, Passthrough
             stdio = Capture(input) if capture else Passthrough(options.get("stdin", False))
         container_dir = os.path.join(self.containers_dir, spec.id)
-        if self.cgroups.version == 0 and spec.limits != Limits():
-            from .kernel import rlimits  # no cgroup to write: rlimits, and say they are weaker
-            spec.rlimits, spec.limits = rlimits.from_limits(spec.limits), Limits()
-            if notice:
-                notice(rlimits.WEAKER)
-        if "user" in spec.namespaces and not user_namespaces_allowed():
-            process = self._emulated(spec, container_dir, recorder, notice)
-        else:
-            process = ContainerProcess(spec, container_dir, self.cgroups, recorder)
+        self._fit_to_machine(spec, notice)
+        process = self._make_process(spec, container_dir, recorder)
         try:
             with forwarded_signals(process), steps_on_error(recorder):
                 process.launch(stdio.child_fds(), stdio.console_socket)
                 self._write_container(container_dir, spec, remove)  # while the sandbox is built
                 process.wait_until_running()
                 stdio.after_start()
-                self._write_state(container_dir, "running", pid=process.pid)
+                started_at = rfc3339_nano()
+                self._write_state(container_dir, "running", pid=process.pid, started_at=started_at)
                 stdio.pump()
                 status = process.wait()
         finally:
@@ -310,35 +626,59 @@ class Engine:
                 remove_tree(container_dir)
         if not remove:
             self._write_state(container_dir, "exited", exit_code=status.exit_code,
-                              oom_killed=status.oom_killed)
+                              oom_killed=status.oom_killed, started_at=started_at,
+                              finished_at=rfc3339_nano())
         return RunResult(spec.id, spec.name, status.exit_code, status.oom_killed,
                          stdio.output.decode(errors="replace"), stdio.errors.decode(errors="replace"),
                          time.perf_counter() - started, recorder.steps)
 
-    def _emulated(self, spec, container_dir, recorder, notice):
-        """No namespaces at all on this machine: proot, labelled as the emulation it is."""
-        from .errors import KernelFeatureMissing
-        from .runtime import proot
-        if proot.proot_path() is None:
-            raise KernelFeatureMissing(
-                "this machine allows no namespaces (no user namespaces for this user), so a "
-                "container cannot run here; install proot for an emulation, or see "
-                "`minirt doctor` for what still works")
-        if notice:
-            notice(proot.LABEL)
-        spec.namespaces, spec.storage = (), "copy"
-        return proot.EmulatedProcess(spec, container_dir, recorder)
+    def _fit_to_machine(self, spec, notice) -> None:
+        """Adapt the spec to this machine's tier (rlimits without cgroups, proot without
+        namespaces) and say so through ``notice``."""
+        if self.cgroups.version == 0 and spec.limits != Limits():
+            from .kernel import rlimits  # no cgroup to write: rlimits, and say they are weaker
+            spec.rlimits, spec.limits = rlimits.from_limits(spec.limits), Limits()
+            if notice:
+                notice(rlimits.WEAKER)
+        if "user" in spec.namespaces and not user_namespaces_allowed():
+            # No namespaces at all on this machine: proot, labelled as the emulation it is.
+            from .errors import KernelFeatureMissing
+            from .runtime import proot
+            if proot.proot_path() is None:
+                raise KernelFeatureMissing(
+                    "this machine allows no namespaces (no user namespaces for this user), so a "
+                    "container cannot run here; install proot for an emulation, or see "
+                    "`minirt doctor` for what still works")
+            if notice:
+                notice(proot.LABEL)
+            spec.namespaces, spec.storage = (), "copy"
 
-    def _write_container(self, container_dir: str, spec: ContainerSpec, remove: bool) -> None:
+    def _make_process(self, spec, container_dir, recorder=NULL_TRACE):
+        """The runtime object that will start the container (not started yet)."""
+        if not spec.namespaces:
+            from .runtime import proot
+            return proot.EmulatedProcess(spec, container_dir, recorder)
+        return ContainerProcess(spec, container_dir, self.cgroups, recorder)
+
+    def _write_container(self, container_dir: str, spec: ContainerSpec, remove: bool,
+                         shim: bool = False) -> None:
         """The container's record: its spec, whether --rm, and which process owns it.
 
         The owner is this process, named by pid *and* start time (pids are
-        reused): if it is killed, ``reap_stale`` finishes its cleanup later.
+        reused): ``minirt run`` in the foreground, or a detached container's
+        shim (``shim`` True). If it is killed, ``reap_stale`` finishes its
+        cleanup later.
         """
         import json
         os.makedirs(container_dir, exist_ok=True)
-        record = {**spec.to_dict(), "auto_remove": remove, "created": time.time(),
-                  "owner": process_identity(os.getpid())}
+        created = time.time()
+        try:  # a restarted container keeps its creation time
+            with open(os.path.join(container_dir, "config.json")) as f:
+                created = json.load(f).get("created", created)
+        except (OSError, ValueError):
+            pass
+        record = {**spec.to_dict(), "auto_remove": remove, "created": created,
+                  "owner": process_identity(os.getpid()), "shim": shim}
         atomic_write(os.path.join(container_dir, "config.json"),
                      json.dumps(record, indent=1).encode(), durable=False)
 
@@ -417,9 +757,73 @@ def process_alive(identity) -> bool:
     if not identity:
         return False
     try:
-        return process_identity(identity[0]) == list(identity)
-    except (OSError, IndexError, ValueError):
+        with open(f"/proc/{identity[0]}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
         return False
+    # A zombie has exited: it only waits for its parent (for a shim: init) to reap it.
+    return fields[0] != "Z" and [identity[0], int(fields[19])] == list(identity)
+
+
+def parse_signal(value) -> int:
+    """``9``, ``"9"``, ``"KILL"`` or ``"SIGKILL"`` -> 9, as ``docker kill -s`` accepts them."""
+    from .errors import UsageError
+    text = str(value).strip().upper()
+    if text.isdigit() and 0 < int(text) < 65:
+        return int(text)
+    number = getattr(signal, text if text.startswith("SIG") else "SIG" + text, None)
+    if not isinstance(number, int) or text in ("SIG_DFL", "SIG_IGN"):
+        raise UsageError(f"invalid signal {value!r}: use a name such as TERM or KILL, or a number")
+    return number
+
+
+def serve_shim() -> None:
+    """``python -m minirt.engine shim``: become a container's shim (``runtime/shim.py``).
+
+    Reads the Engine's request (JSON) on stdin, forks once more so that the
+    shim is re-parented to init and never a zombie of its caller, writes the
+    container's record with itself as owner, and answers ``{"ok": true}`` on
+    stdout once it listens. From then on its stdio is /dev/null (stderr:
+    shim.log in the container's directory).
+    """
+    import json
+    import sys
+    import traceback
+    from .runtime.shim import Shim
+    request = json.loads(sys.stdin.buffer.read())
+    if os.fork():
+        os._exit(0)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    for number in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write("minirt-shim")  # what ps and top show for it
+    except OSError:
+        pass
+    answered = False
+
+    def ready() -> None:
+        nonlocal answered
+        os.write(1, json.dumps({"ok": True, "pid": os.getpid()}).encode())
+        os.dup2(null, 1)
+        answered = True
+
+    try:
+        engine = Engine(request["root"], request["cgroup_parent"], request["cgroup_version"])
+        container_dir = request["container_dir"]
+        spec = ContainerSpec.from_dict(request["spec"])
+        engine._write_container(container_dir, spec, request["auto_remove"], shim=True)
+        Shim(spec, container_dir, lambda: engine._make_process(spec, container_dir),
+             lambda status, **fields: engine._write_state(container_dir, status, **fields),
+             request["auto_remove"]).serve(ready)
+    except BaseException as e:
+        traceback.print_exc()
+        if not answered:
+            os.write(1, json.dumps({"ok": False, "message": str(e) or repr(e)}).encode())
+    finally:
+        os._exit(0)
 
 
 def parse_volume(text: str) -> Volume:
@@ -450,3 +854,9 @@ def parse_env(env) -> dict[str, str]:
         elif key in os.environ:
             parsed[key] = os.environ[key]
     return parsed
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["shim"]:
+        from minirt.engine import serve_shim as _serve_shim  # the module, not this __main__ copy
+        _serve_shim()

@@ -63,5 +63,14 @@ class CommandNotExecutable(ContainerStartError):
     exit_code = 126
 
 
+class RegistryError(MinirtError):
+    """A registry could not be started, stopped or reached (port in use, binary missing, ...),
+    or it answered a request with an error (unknown tag, refused upload, ...)."""
+
+
+class AuthError(RegistryError):
+    """A registry or its token server refused our credentials, or we have none for it."""
+
+
 class VMError(MinirtError):
     """A virtual machine could not be started, or its guest hung and was killed."""

@@ -7,10 +7,18 @@ otherwise, ``$MINIRT_ROOT`` when set)::
     layers/<hex>/  each layer unpacked once, named by its diff_id (sha256 of the tar)
     containers/<id>/
         config.json  the container's spec, as given to ``run``/``create``
-        state.json   status, pid, exit code, OOMKilled (written atomically)
+        state.json   status, pid, exit code, OOMKilled, started/finished at (atomic)
+        <id>-json.log  its output, docker's json-file format (runtime/jsonlog.py)
+        attach.sock control.sock shim.log   a detached container's shim (runtime/shim.py)
         upper/ work/ overlayfs upper and work dirs: the container's own changes
         rootfs/      mount point of the merged root (or a full copy without overlayfs)
+    images/sources.json  which remote repositories hold each blob (for cross-repo mounts)
+    registry/      the lab's local registry (``minirt registry start``): config.yml,
+                   data/ (its storage), registry.log, registry.json (its pid record)
     vm/vmlinuz     the kernel the VM baseline boots (scripts/fetch-vm-kernel)
+
+Logins (``minirt login``) are per user, not per state root: ``$MINIRT_CONFIG``
+or ``~/.config/minirt/auth.json`` (see minirt/registry/auth.py).
 """
 
 import os

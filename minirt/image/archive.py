@@ -46,8 +46,9 @@ import tempfile
 from ..errors import ImageError, MinirtError, UsageError
 from . import reference
 from .layer import MAX_LAYER_BYTES, REPRODUCIBLE_MTIME, HashingWriter, Prepend
+from . import platform
 from .store import (MEDIA_CONFIG, MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST,
-                    NAME_ANNOTATION, TAG_ANNOTATION, Image, ImageStore, LayerInfo,
+                    NAME_ANNOTATION, TAG_ANNOTATION, BlobWriter, Image, ImageStore, LayerInfo,
                     canonical_json, sha256_bytes)
 
 FORMATS = ("docker", "oci")
@@ -416,16 +417,12 @@ def _platform_manifest(src, descriptor: dict, depth: int = 0) -> dict:
         raise ImageError(f"index entry {str(descriptor.get('digest'))[:19]} has media type "
                          f"{media_type!r}: not an image")
     index = _parse(_read_blob(src, descriptor, MAX_JSON_BYTES), descriptor["digest"])
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
-    seen = []
-    for entry in index.get("manifests") or []:
-        platform = entry.get("platform") or {}
-        seen.append(f"{platform.get('os')}/{platform.get('architecture')}")
-        if platform.get("os") == "linux" and platform.get("architecture") == arch \
-                and src.exists(_blob_name(entry.get("digest"))):
-            return _platform_manifest(src, entry, depth + 1)
-    raise ImageError(f"index {descriptor['digest'][:19]} has no linux/{arch} image in this "
-                     f"archive (platforms: {', '.join(seen) or 'none'})")
+    entry = platform.choose(index, lambda e: src.exists(_blob_name(e.get("digest"))))
+    if entry is None:
+        raise ImageError(f"index {descriptor['digest'][:19]} has no linux/"
+                         f"{platform.oci_architecture()} image in this archive (platforms: "
+                         f"{platform.describe(index.get('manifests') or [])})")
+    return _platform_manifest(src, entry, depth + 1)
 
 
 def _annotated_names(annotations: dict) -> list[str]:
@@ -502,7 +499,7 @@ def _import_blob(store: ImageStore, src, layer: _Layer) -> LayerInfo:
     """Copy an OCI layer blob into the store, checking its digest, size and diff_id."""
     if store.has_blob(layer.digest):  # checked when it entered the store
         return LayerInfo(layer.digest, layer.diff_id, os.path.getsize(store.blob_path(layer.digest)))
-    with src.open(layer.path) as raw, _BlobWriter(store) as out:
+    with src.open(layer.path) as raw, BlobWriter(store) as out:
         compressed = _HashingReader(raw, tee=out.file)
         plain = _HashingReader(_decompressed(compressed))
         unreadable = None
@@ -526,7 +523,7 @@ def _import_blob(store: ImageStore, src, layer: _Layer) -> LayerInfo:
 
 def _import_plain_layer(store: ImageStore, src, layer: _Layer) -> LayerInfo:
     """Compress a docker archive's layer into the store, checking its diff_id."""
-    with src.open(layer.path) as raw, _BlobWriter(store) as out:
+    with src.open(layer.path) as raw, BlobWriter(store) as out:
         plain = _HashingReader(_decompressed(raw))
         compressed = HashingWriter(out.file)
         with gzip.GzipFile(fileobj=compressed, mode="wb", mtime=0, compresslevel=6) as gz:
@@ -554,33 +551,6 @@ def _read(reader, where: str) -> bytes:
 def _drain(reader, where: str) -> None:
     while _read(reader, where):
         pass
-
-
-class _BlobWriter:
-    """A temp file among the store's blobs, renamed to its digest by ``commit``."""
-
-    def __init__(self, store: ImageStore):
-        self.store, self.committed = store, False
-
-    def __enter__(self):
-        fd, self.tmp = tempfile.mkstemp(dir=os.path.join(self.store.layout, "blobs", "sha256"),
-                                        prefix=".load-")
-        self.file = os.fdopen(fd, "wb")
-        return self
-
-    def commit(self, digest: str) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.chmod(self.tmp, 0o444)
-        os.rename(self.tmp, self.store.blob_path(digest))
-        self.committed = True
-
-    def __exit__(self, *exc):
-        self.file.close()
-        if not self.committed:
-            os.unlink(self.tmp)
-        return False
 
 
 # --- reading archives and directories ------------------------------------------------------

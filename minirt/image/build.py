@@ -379,8 +379,8 @@ class Builder:
             config.setdefault("history", [])
             config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
             return config
-        from .store import _oci_architecture
-        return {"architecture": _oci_architecture(), "os": "linux", "config": {},
+        from .platform import oci_architecture
+        return {"architecture": oci_architecture(), "os": "linux", "config": {},
                 "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
 
     # --- RUN -------------------------------------------------------------------------

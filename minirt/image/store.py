@@ -31,6 +31,7 @@ from ..errors import ImageError, ImageNotFound
 from ..paths import atomic_write
 from ..record import Record
 from . import reference
+from .platform import oci_architecture
 
 # Packing and unpacking (tarfile, gzip, hashlib) are imported where they are used:
 # ``minirt run`` only reads JSON here, and start-up time matters.
@@ -155,8 +156,11 @@ class ImageStore:
             raise ImageError(f"blob {digest} is not valid JSON: the store is corrupt") from None
 
     # --- tags ----------------------------------------------------------------
-    def tag(self, name: str, manifest_digest: str) -> None:
-        """Point ``name`` at a manifest (replacing what it pointed at before)."""
+    def tag(self, name: str, manifest_digest: str, media_type: str = MEDIA_MANIFEST) -> None:
+        """Point ``name`` at a manifest (replacing what it pointed at before).
+
+        ``media_type`` is the manifest's own: OCI, or Docker's v2 for an image
+        pulled as the registry served it (its digest must not change)."""
         ref = reference.parse(name)
         size = os.path.getsize(self.blob_path(manifest_digest))
         with self._locked():
@@ -164,7 +168,7 @@ class ImageStore:
             index["manifests"] = [m for m in index["manifests"]
                                   if m.get("annotations", {}).get(NAME_ANNOTATION) != str(ref)]
             index["manifests"].append({
-                "mediaType": MEDIA_MANIFEST, "digest": manifest_digest, "size": size,
+                "mediaType": media_type, "digest": manifest_digest, "size": size,
                 # ref.name: the familiar name, not the bare tag, so that tools reading
                 # this layout (skopeo oci:DIR:NAME, umoci) can tell busybox:latest
                 # from app:latest.
@@ -397,7 +401,7 @@ class ImageStore:
             layers.REPRODUCIBLE_MTIME if reproducible else time.time()))
         history.append({"created": created, "created_by": created_by})
         config = {
-            "created": created, "architecture": _oci_architecture(), "os": "linux",
+            "created": created, "architecture": oci_architecture(), "os": "linux",
             "config": run_config,
             "rootfs": {"type": "layers", "diff_ids": [l.diff_id for l in base_layers] + [diff_id]},
             "history": history,
@@ -438,6 +442,38 @@ def aliases(familiar: str) -> list[str]:
     if ref.tag == "latest":
         names.append(familiar.rsplit(":", 1)[0])
     return names
+
+
+class BlobWriter:
+    """A temp file among the store's blobs, renamed to its digest by ``commit``.
+
+    Until then the blob is invisible (its name starts with a dot); leaving the
+    ``with`` block without a commit (an error, a Ctrl-C) deletes it.
+    """
+
+    def __init__(self, store: ImageStore, purpose: str = "load"):
+        self.store, self.purpose, self.committed = store, purpose, False
+
+    def __enter__(self):
+        import tempfile
+        fd, self.tmp = tempfile.mkstemp(dir=os.path.join(self.store.layout, "blobs", "sha256"),
+                                        prefix=f".{self.purpose}-")
+        self.file = os.fdopen(fd, "wb")
+        return self
+
+    def commit(self, digest: str) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.chmod(self.tmp, 0o444)
+        os.rename(self.tmp, self.store.blob_path(digest))
+        self.committed = True
+
+    def __exit__(self, *exc):
+        self.file.close()
+        if not self.committed:
+            os.unlink(self.tmp)
+        return False
 
 
 class _FileLock:
@@ -490,6 +526,3 @@ def tree_size(path: str) -> int:
     return total
 
 
-def _oci_architecture() -> str:
-    machine = os.uname().machine
-    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)

@@ -84,3 +84,27 @@ def namespace_id(pid: int | str, name: str) -> str:
     Two processes share a namespace exactly when these strings are equal.
     """
     return os.readlink(f"/proc/{pid}/ns/{name}")
+
+
+# The order to join a running container's namespaces in (``docker exec``): the user
+# namespace first (it owns the others), the mount namespace last (after it, /proc
+# and the host's paths are the container's).
+ENTER_ORDER = ("user", "ipc", "uts", "net", "cgroup", "pid", "mnt")
+
+
+def open_namespaces(pid: int, names) -> list[tuple[str, int]]:
+    """Open ``/proc/PID/ns/<name>`` for each of ``names``, in ``ENTER_ORDER``."""
+    return [(name, os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC))
+            for name in ENTER_ORDER if name in names]
+
+
+def enter(opened: list[tuple[str, int]]) -> None:
+    """setns(2) into each namespace ``open_namespaces`` opened, then close the files.
+
+    Joining a pid namespace changes only where this process's *children* go,
+    as unshare does: the caller forks next. Joining a mount namespace also
+    moves this process's root and working directory to that namespace's root.
+    """
+    for name, fd in opened:
+        syscalls.setns(fd, FLAGS[name])
+        os.close(fd)

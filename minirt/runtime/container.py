@@ -140,9 +140,10 @@ class ContainerProcess:
             if init_pid == 0:
                 self._run_init(channel, stdio, trace)  # never returns
             channel.send(pid=init_pid)
-            os.close(channel.write_fd)
-            for fd in (set(stdio) | {self.console_socket}) - {0, 1, 2, -1}:
-                os.close(fd)
+            # From here on the helper only waits: it keeps none of the parent's files
+            # open (the container's stdio, a shim's sockets, a notebook's
+            # connections), so their other ends see end-of-file when they should.
+            os.closerange(3, 1 << 20)
             _, status = os.waitpid(init_pid, 0)
             code = ExitStatus.from_wait_status(status).exit_code
         except BaseException as e:

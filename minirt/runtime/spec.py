@@ -54,6 +54,15 @@ class ContainerSpec(Record):
         d["namespaces"] = list(self.namespaces)
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "ContainerSpec":
+        """The spec back from a container's config.json (for ``start`` of a stopped one)."""
+        fields = {name: d[name] for name in cls.__slots__ if name in d}
+        fields["volumes"] = [Volume(**v) for v in d.get("volumes") or []]
+        fields["limits"] = Limits(**(d.get("limits") or {}))
+        fields["namespaces"] = tuple(d.get("namespaces") or CONTAINER_NAMESPACES)
+        return cls(**fields)
+
 
 class ExitStatus(Record):
     """How a container ended: docker's exit code convention, plus OOMKilled."""

@@ -4,6 +4,7 @@
   (``minirt run`` in a terminal or a script);
 * ``Capture``: output is collected through pipes and returned (the Python API,
   notebooks, tests);
+* ``Null``: /dev/null for all three (``exec -d``);
 * ``Terminal``: ``-t``: the command gets a pseudo-terminal (man 7 pty) and we
   copy bytes between it and our own terminal, switched to raw mode so that
   keys such as Ctrl-C reach the container's terminal untouched.
@@ -169,3 +170,27 @@ class Terminal:
             if fd >= 0:
                 os.close(fd)
         self.master = self.socket = self.console_socket = self.null = -1
+
+
+class Null:
+    """No stdio at all: /dev/null for all three (``exec -d``)."""
+
+    console_socket = -1
+    output = errors = b""
+
+    def __init__(self):
+        self.null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+
+    def child_fds(self) -> tuple[int, int, int]:
+        return (self.null, self.null, self.null)
+
+    def after_start(self) -> None:
+        pass
+
+    def pump(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.null >= 0:
+            os.close(self.null)
+            self.null = -1

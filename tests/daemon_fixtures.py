@@ -1,0 +1,104 @@
+"""Start minirtd for tests, and talk to it: shared by test_daemon and test_daemon_images.
+
+The daemon runs as a subprocess (``python -m minirt daemon -H unix://...``) on
+the tests' state root; ``RunningDaemon.stop`` ends it by its pid with SIGTERM.
+"""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import docker
+
+from conftest import CGROUP_PARENT
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket (keep-alive included)."""
+
+    def __init__(self, path: str, timeout: float = 10):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
+class RunningDaemon:
+    def __init__(self, process: subprocess.Popen, address: str, socket_path: str | None,
+                 log_path: str):
+        self.process, self.address, self.socket_path, self.log_path = \
+            process, address, socket_path, log_path
+
+    @property
+    def log(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()
+
+    def request(self, method: str, path: str, body=None, headers=None):
+        """One request on a fresh connection: (status, headers, parsed JSON or text)."""
+        conn = UnixHTTPConnection(self.socket_path)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            data = response.read()
+            kind = response.getheader("Content-Type", "")
+            return response.status, response, json.loads(data) if "json" in kind and data else data
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        """SIGTERM by pid, as an init system would; the socket file must go with it."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"minirtd ignored SIGTERM; its log:\n{self.log}")
+
+
+def start_daemon(state_root: str, address: str, directory: str, wait: bool = True,
+                 env: dict | None = None) -> RunningDaemon:
+    """``python -m minirt daemon -H ADDRESS`` with the test state root; waits until it answers.
+
+    Its output goes to a file, not a pipe: a pipe nobody reads would fill and
+    block the daemon's request log.
+    """
+    log_path = os.path.join(directory, f"minirtd-{time.monotonic_ns()}.log")
+    env = {**os.environ, "MINIRT_ROOT": state_root, "MINIRT_CGROUP_PARENT": CGROUP_PARENT,
+           **(env or {})}
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "minirt", "daemon", "-H", address],
+                                   env=env, stdout=log, stderr=subprocess.STDOUT)
+    socket_path = address[len("unix://"):] if address.startswith("unix://") else None
+    running = RunningDaemon(process, address, socket_path, log_path)
+    if wait:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"minirtd exited with {process.returncode}:\n{running.log}")
+            try:
+                if docker.APIClient(base_url=address, version="1.43", timeout=2).ping():
+                    return running
+            except Exception:
+                time.sleep(0.05)
+        running.stop()
+        raise AssertionError(f"minirtd did not answer within 20 s:\n{running.log}")
+    return running
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
