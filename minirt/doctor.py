@@ -229,6 +229,8 @@ def probe() -> Report:
     ok, why = in_child(_try_user_namespace)
     checks.append(Check("user namespaces", ok, "allowed" if ok else "refused",
                         f"max_user_namespaces={max_userns}" + (f"; {why}" if why else "")))
+    if euid != 0:
+        checks.append(check_subordinate_ids())
     ok, why = in_child(_try_container_namespaces)
     checks.append(Check("container namespaces", ok, "mnt uts ipc net pid cgroup" if ok
                         else "refused", why))
@@ -251,6 +253,21 @@ def probe() -> Report:
     checks.append(Check("bootable kernel", kernel is not None, kernel or "not found"))
     checks.append(check_kvm())
     return Report(decide_tier(checks), checks)
+
+
+def check_subordinate_ids() -> Check:
+    """Rootless only: may this user borrow host ids (uidmap, /etc/subuid)? See kernel/idmap.py."""
+    from .kernel import idmap
+    mapping = idmap.for_user()
+    if mapping.subordinate:
+        (u, n), (g, m) = mapping.uid_range, mapping.gid_range
+        return Check("subordinate ids", True, f"uids {u}+{n}, gids {g}+{m}",
+                     "newuidmap/newgidmap map them inside the user namespace")
+    if not shutil.which("newuidmap"):
+        why = "only your own id inside: install uidmap and give this user a range in /etc/subuid"
+    else:
+        why = "only your own id inside: no range for this user in /etc/subuid and /etc/subgid"
+    return Check("subordinate ids", False, "none", why)
 
 
 def decide_tier(checks: list[Check]) -> str:

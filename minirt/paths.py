@@ -91,7 +91,25 @@ def remove_entry(dir_fd: int, name: str) -> None:
 
 
 def remove_tree(path: str) -> None:
-    """``rm -rf path``, without following symlinks (see ``remove_entry``)."""
+    """``rm -rf path``, without following symlinks (see ``remove_entry``).
+
+    A rootless container with subordinate ids leaves files owned by borrowed
+    host ids, which only root of a user namespace with the same map may
+    delete: on EACCES an ordinary user retries there (kernel/idmap.py).
+    """
+    try:
+        _remove_tree(path)
+    except PermissionError:
+        if os.geteuid() == 0:
+            raise
+        from .kernel import idmap
+        mapping = idmap.for_user()
+        if not mapping.subordinate:
+            raise
+        idmap.run_mapped(lambda: _remove_tree(path), mapping)
+
+
+def _remove_tree(path: str) -> None:
     parent, name = os.path.split(os.path.abspath(path))
     fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
     try:

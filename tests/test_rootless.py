@@ -176,3 +176,52 @@ def test_ps_shows_a_running_rootless_container(nobody_root):
         cli.terminate()
         cli.wait(timeout=10)
     assert "sleeper" not in as_nobody(nobody_root, "ps", "-a").stdout
+
+
+@pytest.fixture
+def nobody_borrows_ids():
+    """/etc/subuid and /etc/subgid lend nobody 65536 ids (restored afterwards)."""
+    require(shutil.which("newuidmap") is not None, "needs uidmap (make setup installs it)")
+    saved = {}
+    for path in ("/etc/subuid", "/etc/subgid"):
+        saved[path] = open(path).read() if os.path.exists(path) else None
+        with open(path, "a") as f:
+            f.write(f"{NOBODY}:{BORROWED}:65536\n")
+    try:
+        yield BORROWED
+    finally:
+        for path, text in saved.items():
+            if text is None:
+                os.unlink(path)
+            else:
+                with open(path, "w") as f:
+                    f.write(text)
+
+
+BORROWED = 3_000_000   # far from any id this machine uses
+
+
+def test_subordinate_ids_give_a_container_many_users(nobody_root, nobody_borrows_ids):
+    script = ("cat /proc/self/uid_map; mkdir /data && touch /data/f && chown -R 1000:1001 /data"
+              " && stat -c %u:%g /data/f")
+    result = as_nobody(nobody_root, "run", "--name", "many-users", "busybox", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    lines = [line.split() for line in result.stdout.strip().splitlines()]
+    assert lines[0] == ["0", str(NOBODY), "1"], "inside root is the user"
+    assert lines[1] == ["1", str(BORROWED), "65536"], "1..65536 are the borrowed ids"
+    assert lines[2] == ["1000:1001"]
+    [container] = os.listdir(os.path.join(nobody_root, "containers"))
+    upper = os.path.join(nobody_root, "containers", container, "upper", "data", "f")
+    st = os.lstat(upper)
+    assert (st.st_uid, st.st_gid) == (BORROWED + 999, BORROWED + 1000), "host ids: borrowed"
+    doctor = as_nobody(nobody_root, "doctor")
+    assert f"uids {BORROWED}+65536" in doctor.stdout
+    # Files of borrowed ids: nobody cannot delete them itself; rm does it as mapped root.
+    removed = as_nobody(nobody_root, "rm", "many-users")
+    assert removed.returncode == 0, removed.stderr
+    assert not os.listdir(os.path.join(nobody_root, "containers"))
+
+
+def test_without_borrowed_ids_doctor_says_how_to_get_them(nobody_root):
+    result = as_nobody(nobody_root, "doctor")
+    assert "subordinate ids" in result.stdout and "/etc/subuid" in result.stdout

@@ -127,15 +127,21 @@ class ContainerProcess:
             # unshares that (see _run_init), so this helper never counts against
             # the container's memory or pids limits.
             early = [n for n in self.spec.namespaces if n != "cgroup"]
-            uid, gid = os.geteuid(), os.getegid()
-            with trace.step("unshare", flags=namespaces.flag_names(early)):
-                try:
-                    namespaces.unshare(early)
-                except OSError as e:
-                    raise namespaces_refused(e, early) from None
             if "user" in early:  # rootless: the other namespaces belong to this user namespace
-                with trace.step("uid/gid map", uid_map=f"0 {uid} 1", gid_map=f"0 {gid} 1"):
-                    namespaces.map_to_root(uid, gid)
+                from ..kernel import idmap
+                mapping = idmap.for_user()
+                with trace.step("unshare + uid/gid map", flags=namespaces.flag_names(early),
+                                uid_map=mapping.uid_map(), gid_map=mapping.gid_map()):
+                    try:
+                        idmap.unshare_mapped(early, mapping)
+                    except OSError as e:
+                        raise namespaces_refused(e, early) from None
+            else:
+                with trace.step("unshare", flags=namespaces.flag_names(early)):
+                    try:
+                        namespaces.unshare(early)
+                    except OSError as e:
+                        raise namespaces_refused(e, early) from None
             init_pid = traced_fork(trace, "init (PID 1)")
             if init_pid == 0:
                 self._run_init(channel, stdio, trace)  # never returns
