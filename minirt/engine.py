@@ -79,8 +79,12 @@ class Engine:
     # --- containers ------------------------------------------------------------
     def create_spec(self, image: str, command=None, *, name=None, hostname=None, env=None,
                     workdir=None, volumes=(), memory=None, cpus=None, pids_limit=None,
-                    tty=False, stdin=False, storage=None) -> ContainerSpec:
-        """Check every argument and build the spec; nothing is written yet."""
+                    tty=False, stdin=False, storage=None, entrypoint=None,
+                    labels=None) -> ContainerSpec:
+        """Check every argument and build the spec; nothing is written yet.
+
+        ``entrypoint`` (a list) replaces the image's Entrypoint, and then, as in
+        docker, the image's Cmd is not used either (``[]`` clears both)."""
         limits = Limits.parse(memory, cpus, pids_limit)
         if name is not None:
             self._check_name_free(name)
@@ -89,7 +93,10 @@ class Engine:
         found = self.images.run_plan(image)
         config = found.run_config
         argv = list(command) if command else []
-        argv = list(config.get("Entrypoint") or []) + (argv or list(config.get("Cmd") or []))
+        if entrypoint is not None:
+            argv = [part for part in entrypoint if part] + argv
+        else:
+            argv = list(config.get("Entrypoint") or []) + (argv or list(config.get("Cmd") or []))
         if not argv:
             raise UsageError(f"no command given and image {found.name} has no default "
                              "command (Cmd)")
@@ -104,7 +111,8 @@ class Engine:
             env={**image_env, **parsed_env}, workdir=workdir or config.get("WorkingDir") or "/",
             hostname=hostname or container_id[:12], volumes=parsed_volumes, limits=limits,
             tty=tty, stdin=stdin, storage=storage, name=name or container_id[:12],
-            image=found.name, image_id=found.image_id, namespaces=container_namespaces())
+            image=found.name, image_id=found.image_id, namespaces=container_namespaces(),
+            labels={str(k): str(v) for k, v in (labels or {}).items()})
 
     def _check_name_free(self, name: str) -> None:
         """Docker's rule: a name is [a-zA-Z0-9][a-zA-Z0-9_.-]* and used by one container."""
@@ -113,7 +121,8 @@ class Engine:
                              "(starting with a letter or digit)")
         for other in self.containers():
             if other.get("name") == name:
-                raise UsageError(f"the container name {name!r} is already in use by container "
+                from .errors import NameInUse
+                raise NameInUse(f"the container name {name!r} is already in use by container "
                                  f"{other['id'][:12]}: choose another name or remove that one")
 
     def containers(self) -> list[dict]:
@@ -518,8 +527,14 @@ class Engine:
         run_config["WorkingDir"] = container["workdir"]
         run_config = apply_changes(run_config, changes)
         created_by = f"minirt commit {container['name']}" + (f": {message}" if message else "")
+        # Rootless: files the container's root made belong to this user on the host;
+        # the layer records them as the container saw them (root, borrowed ids).
+        id_map = None
+        if os.geteuid() != 0:
+            from .kernel import idmap
+            id_map = idmap.for_user()
         return self.images.add_rootfs(upper, name, run_config, created_by, parent=parent,
-                                      overlay_markers=True, reproducible=False)
+                                      overlay_markers=True, reproducible=False, id_map=id_map)
 
     def export(self, ref: str, out) -> None:
         """``docker export``: the container's whole filesystem as one flat tar.

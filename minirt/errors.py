@@ -33,6 +33,10 @@ class ContainerError(MinirtError):
     """The container is in the wrong state for this (e.g. removing a running one)."""
 
 
+class NameInUse(ContainerError):
+    """Another container already has this name (docker's 409 Conflict)."""
+
+
 class BuildError(MinirtError):
     """A build step failed (a RUN exited non-zero, a COPY source is missing, ...)."""
 

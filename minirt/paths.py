@@ -68,11 +68,17 @@ def remove_entry(dir_fd: int, name: str) -> None:
 
     Works through directory file descriptors and never follows a symlink, so a
     link planted inside the tree cannot make us delete anything outside it.
+    Entries that vanish meanwhile (another process removing the same tree, e.g.
+    a shim cleaning up after ``--rm``) are fine: gone is what we want.
     """
     try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        _remove_entry(dir_fd, name)
     except FileNotFoundError:
-        return
+        pass
+
+
+def _remove_entry(dir_fd: int, name: str) -> None:
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     if stat.S_ISDIR(st.st_mode):
         flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
         try:

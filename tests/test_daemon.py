@@ -213,10 +213,10 @@ def test_docker_cli_ps_all(daemon):
     assert listed.stdout.split()[:2] == ["CONTAINER", "ID"]
 
 
-def test_docker_cli_run_is_refused_honestly(daemon):
-    refused = docker_cli(daemon, "run", "--rm", "busybox", "true")
+def test_docker_cli_pause_is_refused_honestly(daemon):
+    refused = docker_cli(daemon, "pause", "no-such-container")
     assert refused.returncode != 0
-    assert "does not implement POST /containers/create" in refused.stderr
+    assert "does not implement POST /containers/no-such-container/pause" in refused.stderr
 
 
 # --- the request log -------------------------------------------------------------------
@@ -271,7 +271,7 @@ def test_unknown_and_unsupported_endpoints_answer_in_dockers_error_shape(daemon)
     status, response, body = daemon.request("GET", "/v1.43/no/such/thing")
     assert status == 404 and response.getheader("Content-Type") == "application/json"
     assert set(body) == {"message"}
-    status, _, body = daemon.request("POST", "/v1.43/containers/create", body=b"{}")
+    status, _, body = daemon.request("POST", "/v1.43/containers/x/pause")
     assert status == 501 and "does not implement" in body["message"]
     status, _, body = daemon.request("GET", "/v1.43/networks")
     assert status == 501

@@ -69,6 +69,14 @@ def client(daemon, tmp_path, monkeypatch):
     client.close()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_build_cache_left(state_root, image_store):
+    """Builds tag their cached steps (minirt-build-cache:*): forget them afterwards."""
+    yield
+    from minirt.image import build
+    build.prune_cache(Engine(state_root))
+
+
 @pytest.fixture
 def names(state_root):
     """Image names a test creates in the daemon's store; removed afterwards."""

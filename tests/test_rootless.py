@@ -225,3 +225,28 @@ def test_subordinate_ids_give_a_container_many_users(nobody_root, nobody_borrows
 def test_without_borrowed_ids_doctor_says_how_to_get_them(nobody_root):
     result = as_nobody(nobody_root, "doctor")
     assert "subordinate ids" in result.stdout and "/etc/subuid" in result.stdout
+
+
+def test_rootless_commit_records_owners_as_the_container_saw_them(nobody_root, nobody_borrows_ids):
+    import json
+    import tarfile
+    made = as_nobody(nobody_root, "run", "--name", "owners", "busybox", "sh", "-c",
+                     "touch /by-root && mkdir /by-1000 && chown 1000:1001 /by-1000")
+    assert made.returncode == 0, made.stderr
+    archive = os.path.join(nobody_root, "owners.tar")
+    try:
+        committed = as_nobody(nobody_root, "commit", "owners", "owners:1")
+        assert committed.returncode == 0, committed.stderr
+        saved = as_nobody(nobody_root, "save", "-o", archive, "owners:1")
+        assert saved.returncode == 0, saved.stderr
+        with tarfile.open(archive) as tar:
+            manifest = json.load(tar.extractfile("manifest.json"))
+            layer = tarfile.open(fileobj=tar.extractfile(manifest[0]["Layers"][-1]))
+            owners = {m.name: (m.uid, m.gid) for m in layer.getmembers()}
+    finally:
+        as_nobody(nobody_root, "rm", "owners")
+        as_nobody(nobody_root, "rmi", "owners:1")
+        if os.path.exists(archive):
+            os.unlink(archive)
+    assert owners["by-root"] == (0, 0), "the user's own files were root's inside"
+    assert owners["by-1000"] == (1000, 1001), "borrowed ids back to the ids used inside"

@@ -98,21 +98,10 @@ def route(method: str, path: str, raw_body: bool = False):
 
 # Docker Engine API endpoints minirtd knows but does not serve (yet): 501, not 404.
 NOT_IMPLEMENTED = [(re.compile(m + r"\Z"), re.compile(p + r"\Z"), what) for m, p, what in [
-    ("POST", r"/containers/create", "create a container"),
-    ("POST", r"/containers/[^/]+/start", "start a container"),
-    ("POST", r"/containers/[^/]+/(stop|restart|kill|pause|unpause)", "change a container's state"),
-    ("POST", r"/containers/[^/]+/wait", "wait for a container to exit"),
-    ("POST", r"/containers/[^/]+/attach", "attach to a container's stdio"),
+    ("POST", r"/containers/[^/]+/(pause|unpause)", "pause or unpause a container"),
     ("GET", r"/containers/[^/]+/attach/ws", "attach over a websocket"),
-    ("GET", r"/containers/[^/]+/logs", "a container's output"),
-    ("POST", r"/containers/[^/]+/exec", "create an exec instance"),
-    ("POST", r"/exec/[^/]+/(start|resize)", "start an exec instance"),
-    ("GET", r"/exec/[^/]+/json", "inspect an exec instance"),
-    ("GET", r"/containers/[^/]+/(top|stats|changes|export)", "a container's processes, stats, "
-     "changes or filesystem"),
-    ("GET|HEAD|PUT", r"/containers/[^/]+/archive", "copy files in or out of a container"),
-    ("POST", r"/containers/[^/]+/(rename|update|resize)", "change a container's settings"),
-    ("POST", r"/containers/prune", "remove stopped containers"),
+    ("GET", r"/containers/[^/]+/(changes|export)", "a container's changes or filesystem"),
+    ("POST", r"/containers/[^/]+/(rename|update)", "change a container's settings"),
     ("POST", r"/images/load", "load images from a tar"),
     ("GET", r"/images/(.+/)?get", "export images as a tar"),
     ("GET", r"/images/search", "search Docker Hub"),
@@ -387,7 +376,10 @@ def info(request):
         "Debug": False, "NFd": len(os.listdir("/proc/self/fd")),
         "NGoroutines": threading.active_count(), "SystemTime": iso_time(time.time()),
         "LoggingDriver": "none", "CgroupDriver": "cgroupfs" if cgroup_version else "none",
-        "CgroupVersion": str(cgroup_version) if cgroup_version else "",
+        # The host's hierarchy, as dockerd reports it, even when this daemon uses
+        # none (rootless without a delegated subtree: CgroupDriver "none").
+        "CgroupVersion": str(cgroup_version) if cgroup_version else (
+            "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1"),
         "NEventsListener": daemon.events.listeners,
         "KernelVersion": os.uname().release, "OperatingSystem": pretty, "OSVersion": version_id,
         "OSType": "linux", "Architecture": os.uname().machine,
@@ -689,60 +681,6 @@ def _find_container(engine, ref: str) -> dict:
         raise ContainerNotFound(f"No such container: {ref}") from None
 
 
-@route("GET", r"/containers/(?P<ref>[^/]+)/json")
-def container_inspect(request, ref):
-    """``docker inspect CONTAINER``: its config, state, limits and where its files are."""
-    engine = request.daemon.engine
-    c = _find_container(engine, ref)
-    state_name, _, code = _container_state(engine, c)
-    state = c.get("state") or {}
-    directory = os.path.join(engine.containers_dir, c["id"])
-    changed = _state_time(engine, c)
-    started = seconds_of(state.get("started_at")) or (changed if state_name != "created" else None)
-    finished = seconds_of(state.get("finished_at")) or (changed if state_name == "exited" else None)
-    limits = c.get("limits") or {}
-    command = c.get("command") or []
-    env = [f"{k}={v}" for k, v in (c.get("env") or {}).items()]
-    return {
-        "Id": c["id"], "Created": iso_time(c.get("created")),
-        "Path": command[0] if command else "", "Args": command[1:],
-        "State": {"Status": state_name, "Running": state_name == "running", "Paused": False,
-                  "Restarting": False, "OOMKilled": bool(state.get("oom_killed")),
-                  "Dead": False, "Pid": state.get("pid", 0) if state_name == "running" else 0,
-                  "ExitCode": code, "Error": state.get("error") or "",
-                  "StartedAt": iso_time(started), "FinishedAt": iso_time(finished)},
-        "Image": c.get("image_id", ""), "ResolvConfPath": "", "HostnamePath": "", "HostsPath": "",
-        "LogPath": "", "Name": "/" + c["name"], "RestartCount": 0,
-        "Driver": "overlay2" if c.get("storage") == "overlay" else c.get("storage", ""),
-        "Platform": "linux", "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "",
-        "ExecIDs": None,
-        "HostConfig": {
-            "Binds": [f"{v['source']}:{v['target']}" + (":ro" if v.get("readonly") else "")
-                      for v in c.get("volumes") or []] or None,
-            "NetworkMode": "none", "AutoRemove": bool(c.get("auto_remove")),
-            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
-            "Memory": limits.get("memory") or 0,
-            "NanoCpus": int((limits.get("cpus") or 0) * 1e9),
-            "PidsLimit": limits.get("pids"), "CgroupParent": engine.cgroup_parent,
-            "Runtime": "minirt", "Privileged": False, "ReadonlyRootfs": False,
-            "LogConfig": {"Type": "none", "Config": {}}},
-        "GraphDriver": {"Name": "overlay2" if c.get("storage") == "overlay" else c.get("storage", ""),
-                        "Data": {"LowerDir": ":".join(c.get("layers") or []),
-                                 "UpperDir": os.path.join(directory, "upper"),
-                                 "WorkDir": os.path.join(directory, "work"),
-                                 "MergedDir": os.path.join(directory, "rootfs")}},
-        "Mounts": _mounts(c),
-        "Config": _container_config({}, Hostname=c.get("hostname", ""), Tty=bool(c.get("tty")),
-                                    OpenStdin=bool(c.get("stdin")), AttachStdin=bool(c.get("stdin")),
-                                    AttachStdout=True, AttachStderr=True, Env=env, Cmd=command,
-                                    Image=c.get("image", ""), WorkingDir=c.get("workdir", "/"),
-                                    Labels=c.get("labels") or {}),
-        "NetworkSettings": {"Bridge": "", "SandboxID": "", "HairpinMode": False, "Ports": {},
-                            "SandboxKey": "", "IPAddress": "", "Gateway": "", "MacAddress": "",
-                            "Networks": {}},
-    }
-
-
 @route("DELETE", r"/containers/(?P<ref>[^/]+)")
 def container_delete(request, ref):
     """``docker rm [-f]``: a running container is refused (409) unless forced."""
@@ -840,3 +778,6 @@ def echo(request):
 
 
 from . import images  # noqa: E402,F401  (registers pull, push, auth, build, history, df)
+from . import containers  # noqa: E402,F401  (create, start, attach, wait, logs, stop, ...)
+from . import archive, stats  # noqa: E402,F401  (docker cp, docker stats)
+from . import exec as exec_endpoints  # noqa: E402,F401  (docker exec; not shadowing exec())

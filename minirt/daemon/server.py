@@ -15,7 +15,8 @@ the socket is ``0660`` and group ``docker``. minirtd does the same:
 * SIGTERM or SIGINT: stop accepting, end the event streams, remove the socket.
 
 HTTP: keep-alive connections (``Content-Length`` on every plain response),
-chunked transfer encoding for streams (``Request.json_stream``), and
+chunked transfer encoding for streams (``Request.json_stream``) and for
+uploads read as they arrive, with a cap (``Request.body_reader``: build contexts), and
 *hijacking* for attach/exec (``Request.hijack``): after the response header the
 connection stops being HTTP and carries the container's raw stdin/stdout.
 Every request is logged (method, path, status, time taken) to stderr and to an
@@ -691,6 +692,8 @@ def serve(address: str | None = None, root: str | None = None, out=None) -> int:
     out = out or sys.stderr
     app = Daemon(Engine(root), log=RequestLog(out))
     server = make_server(address, app)
+    from .containers import adopt_running
+    adopt_running(app)
     app.address = server.address
     if server.kind == "tcp":
         print(f"minirtd: WARNING: the API on {server.address} is unauthenticated and "

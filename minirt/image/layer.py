@@ -58,7 +58,7 @@ class HashingWriter:
 
 
 def pack_directory(source: str, out_path: str, reproducible: bool = True,
-                   overlay_markers: bool = False) -> tuple[str, str, int]:
+                   overlay_markers: bool = False, id_map=None) -> tuple[str, str, int]:
     """Write ``source``'s tree as a gzip-compressed layer at ``out_path``.
 
     ``reproducible``: every file owned by root with a fixed time, so the same
@@ -70,6 +70,10 @@ def pack_directory(source: str, out_path: str, reproducible: bool = True,
     Returns ``(digest, diff_id, size)``: the sha256 of the compressed blob (how
     registries and manifests name it), the sha256 of the plain tar (how the
     image config names it) and the compressed size.
+
+    ``id_map`` (a kernel.idmap.IdMapping): the files were made in a rootless
+    container, so record owners as they were inside (the user's own uid is
+    root there), not as the host sees them.
     """
     with open(out_path, "wb") as raw:
         compressed = HashingWriter(raw)
@@ -81,6 +85,9 @@ def pack_directory(source: str, out_path: str, reproducible: bool = True,
                         info.uid = info.gid = 0
                         info.uname = info.gname = ""
                         info.mtime = REPRODUCIBLE_MTIME
+                    elif id_map is not None:
+                        info.uid, info.gid = id_map.inside_uid(info.uid), id_map.inside_gid(info.gid)
+                        info.uname = info.gname = ""
                     if info.isreg() and path is not None:
                         with open(path, "rb") as f:
                             tar.addfile(info, f)

@@ -374,7 +374,7 @@ class ImageStore:
     # --- making images -------------------------------------------------------
     def add_rootfs(self, rootfs: str, name: str, run_config: dict, created_by: str,
                    parent: Image | None = None, overlay_markers: bool = False,
-                   reproducible: bool = True) -> Image:
+                   reproducible: bool = True, id_map=None) -> Image:
         """Pack a directory as one new layer (on top of ``parent``'s) and tag the image.
 
         ``overlay_markers``: ``rootfs`` is a container's overlayfs upper dir
@@ -388,7 +388,8 @@ class ImageStore:
         fd, tmp = tempfile.mkstemp(dir=os.path.join(self.layout, "blobs", "sha256"), prefix=".tmp-")
         os.close(fd)
         try:
-            digest, diff_id, size = layers.pack_directory(rootfs, tmp, reproducible, overlay_markers)
+            digest, diff_id, size = layers.pack_directory(rootfs, tmp, reproducible, overlay_markers,
+                                                          id_map)
             os.chmod(tmp, 0o444)
             os.rename(tmp, self.blob_path(digest))
         except BaseException:

@@ -40,11 +40,29 @@ class IdMapping(Record):
     def subordinate(self) -> bool:
         return self.uid_range is not None and self.gid_range is not None
 
+    def inside_uid(self, host_uid: int) -> int:
+        """What a file's host uid reads as inside (stat(2) in the namespace does the same)."""
+        return _inside(host_uid, self.uid, self.uid_range)
+
+    def inside_gid(self, host_gid: int) -> int:
+        return _inside(host_gid, self.gid, self.gid_range)
+
     def uid_map(self) -> str:
         return _map_lines(self.uid, self.uid_range)
 
     def gid_map(self) -> str:
         return _map_lines(self.gid, self.gid_range)
+
+
+OVERFLOW_ID = 65534   # what an id with no mapping reads as (/proc/sys/kernel/overflowuid)
+
+
+def _inside(host_id: int, own: int, borrowed) -> int:
+    if host_id == own:
+        return 0
+    if borrowed and borrowed[0] <= host_id < borrowed[0] + borrowed[1]:
+        return 1 + host_id - borrowed[0]
+    return OVERFLOW_ID
 
 
 def _map_lines(own: int, borrowed) -> str:

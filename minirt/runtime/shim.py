@@ -241,15 +241,19 @@ class Shim:
             data = conn.recv(65536)
         except OSError:
             data = b""
+        # Input that comes before start (``docker run -i`` attaches, sends, then starts)
+        # waits in stdin_pending, and so does the end of it: written once there is a stdin.
         if data:
-            if self.spec.stdin and self.stdin_fd >= 0:
+            if self.spec.stdin and self.status is None:
                 self.stdin_pending += data
-                self._write_stdin()
+                if self.stdin_fd >= 0:
+                    self._write_stdin()
             return
         self.selector.unregister(conn)  # it sends no more; it may still read output
-        if self.spec.stdin and not self.spec.tty and self.stdin_fd >= 0:
+        if self.spec.stdin and not self.spec.tty and self.status is None:
             self.close_stdin_when_written = True  # docker's StdinOnce
-            self._write_stdin()
+            if self.stdin_fd >= 0:
+                self._write_stdin()
 
     def _write_stdin(self, fileobj=None, events=0) -> None:
         """Write what clients sent to the container's stdin, never blocking the loop.
@@ -413,6 +417,8 @@ class Shim:
                 os.set_blocking(self.stdin_fd, False)
         for fd in self.outputs:
             self.selector.register(fd, selectors.EVENT_READ, self._output)
+        if self.stdin_fd >= 0 and (self.stdin_pending or self.close_stdin_when_written):
+            self._write_stdin()  # what attached clients sent before the start
         self.pidfd = os.pidfd_open(getattr(process, "helper_pid", 0) or process.pid)
         self.selector.register(self.pidfd, selectors.EVENT_READ, self._exited)
         return {"pid": process.pid}

@@ -22,14 +22,15 @@ class ContainerSpec(Record):
     """Everything the runtime needs to start one container."""
 
     __slots__ = ("id", "layers", "command", "env", "workdir", "hostname", "volumes", "limits",
-                 "namespaces", "tty", "stdin", "storage", "name", "image", "image_id", "rlimits")
+                 "namespaces", "tty", "stdin", "storage", "name", "image", "image_id", "rlimits",
+                 "labels")
 
     def __init__(self, id: str, layers: list[str], command: list[str],
                  env: dict[str, str] | None = None, workdir: str = "/", hostname: str = "",
                  volumes: list[Volume] | None = None, limits: Limits | None = None,
                  namespaces: tuple[str, ...] = CONTAINER_NAMESPACES, tty: bool = False,
                  stdin: bool = False, storage: str = "overlay", name: str = "", image: str = "",
-                 image_id: str = "", rlimits: dict | None = None):
+                 image_id: str = "", rlimits: dict | None = None, labels: dict | None = None):
         self.id = id
         self.layers = layers            # image layer directories, top first
         self.command = command          # argv inside the container
@@ -46,6 +47,7 @@ class ContainerSpec(Record):
         self.image = image
         self.image_id = image_id        # the config digest: survives re-tagging
         self.rlimits = rlimits or {}    # rootless without cgroups: {"RLIMIT_AS": bytes, ...}
+        self.labels = labels or {}      # docker's --label KEY=VALUE: metadata, for filters
 
     def to_dict(self) -> dict:
         d = super().to_dict()

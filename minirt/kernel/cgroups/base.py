@@ -70,8 +70,9 @@ class Cgroup:
             try:
                 with open(os.path.join(directory, "cgroup.procs")) as f:
                     pids.update(int(line) for line in f if line.strip())
-            except FileNotFoundError:
-                pass
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.ENODEV):  # ENODEV: removed as we read
+                    raise
         return sorted(pids)
 
     def kill_all(self, timeout: float = 5.0) -> None:
