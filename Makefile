@@ -55,6 +55,7 @@ check-lab: setup
 bench: setup
 	$(BIN)/python bench/startup
 	$(BIN)/python bench/registry
+	$(BIN)/python bench/daemon
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -15,6 +15,7 @@ from .errors import MinirtError
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``minirt`` command: returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
+    host, argv = global_options(argv)
     args = parse_run_quickly(argv) if argv[:1] == ["run"] else None
     if args is None:
         # Build only the subcommand asked for: every add_argument costs start-up time.
@@ -24,6 +25,13 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return 0
     try:
+        # args.client_host, not args.host: ``minirt daemon -H`` has a host of its own.
+        args.client_host = None if argv[0] in LOCAL_COMMANDS else daemon_host(host)
+        if args.client_host and argv[0] not in REMOTE_COMMANDS:
+            print(f"minirt {argv[0]} is not available through the daemon at "
+                  f"{args.client_host}: run it without MINIRT_HOST (or with -H direct)",
+                  file=sys.stderr)
+            return 125
         return args.handler(args) or 0
     except MinirtError as e:
         if getattr(args, "trace", None) and getattr(e, "trace", None):
@@ -41,8 +49,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def build_parser(only: str | None = None):
     import argparse
-    parser = argparse.ArgumentParser(prog="minirt", description="A small, real container "
-                                     "runtime for learning how Docker works.")
+    parser = argparse.ArgumentParser(
+        prog="minirt", description="A small, real container runtime for learning how Docker "
+        "works.", epilog="Client mode, docker's way: with -H ADDRESS, MINIRT_HOST=ADDRESS, or "
+        "(when neither is given) a daemon answering on the default socket "
+        f"({DEFAULT_SOCKET} as root, $XDG_RUNTIME_DIR/minirt.sock otherwise), commands go "
+        "to that daemon (minirt daemon) over the Docker Engine API. -H direct or MINIRT_HOST= "
+        "(empty) forces direct mode: this process does the work on the local state directory.")
+    # Parsed by global_options before argparse sees it; here for --help and its errors.
+    parser.add_argument("-H", "--host", metavar="ADDRESS", dest="global_host",
+                        default=argparse.SUPPRESS, help="the daemon to use: unix:///path/to/"
+                        "minirt.sock, tcp://127.0.0.1:PORT, or direct (no daemon)")
     sub = parser.add_subparsers(metavar="COMMAND")
     for name, (describe, handler, summary) in COMMANDS.items():
         if only in (None, name):
@@ -52,6 +69,70 @@ def build_parser(only: str | None = None):
             describe(command)
             command.set_defaults(handler=handler)
     return parser
+
+
+# --- client mode: which daemon, if any, does the work ---------------------------------
+DEFAULT_SOCKET = "/run/minirt/minirt.sock"  # as root; daemon/server.py's default_socket_path
+
+# Commands that go through the daemon in client mode, and commands that never do
+# (they touch no container or image state: the daemon itself, this machine's
+# checks, the client's registry logins). Any other one is refused in client mode,
+# never run directly on a state the daemon does not use.
+REMOTE_COMMANDS = {"run", "create", "start", "attach", "stop", "restart", "kill", "wait",
+                   "logs", "exec", "top", "rm", "ps", "images", "commit", "pull", "push",
+                   "rmi", "tag", "inspect", "version"}
+LOCAL_COMMANDS = {"daemon", "doctor", "login", "logout", "registry", "lab"}
+
+
+def global_options(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``-H ADDRESS`` / ``--host[=]ADDRESS`` before the command, as docker's: (address, rest)."""
+    host = None
+    while argv[:1] and (argv[0] in ("-H", "--host") and len(argv) > 1 or
+                        argv[0].startswith("--host=")):
+        if argv[0].startswith("--host="):
+            host, argv = argv[0][len("--host="):], argv[1:]
+        else:
+            host, argv = argv[1], argv[2:]
+    return host, argv
+
+
+def daemon_host(option: str | None) -> str | None:
+    """The daemon's address, or None for direct mode: ``-H``, else ``MINIRT_HOST``
+    (empty or ``direct``: direct mode), else the default socket if a daemon answers
+    there. Without a daemon this costs one stat(): ``minirt run`` stays fast."""
+    chosen = option if option is not None else os.environ.get("MINIRT_HOST")
+    if chosen is not None:
+        return None if chosen.strip() in ("", "direct") else chosen.strip()
+    if os.geteuid() == 0:
+        path = DEFAULT_SOCKET
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        path = os.path.join(os.environ["XDG_RUNTIME_DIR"], "minirt.sock")
+    else:
+        return None
+    import stat  # already loaded by os: free
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return None
+    except OSError:
+        return None
+    from .daemon.client import RemoteEngine
+    address = f"unix://{path}"
+    # A socket file nobody listens on (a daemon that was killed) means no daemon.
+    return address if RemoteEngine(address).probe() else None
+
+
+def engine_for(args):
+    """The Engine that does this command's work: this process's own (direct mode), or
+    the daemon's (``daemon.client.RemoteEngine``: the same methods, as API requests)."""
+    if getattr(args, "client_host", None):
+        from .daemon.client import RemoteEngine
+        return RemoteEngine(args.client_host)
+    from .engine import Engine
+    return Engine()
+
+
+def is_remote(engine) -> bool:
+    return getattr(engine, "remote", False)
 
 
 # ``minirt run``'s flags, docker's names: (flags, destination, kind, metavar, help).
@@ -291,13 +372,15 @@ def no_arguments(parser) -> None:
 
 
 def cmd_run(args) -> int:
-    from .engine import Engine
-    from .runtime.stdio import Passthrough, Terminal
     if args.detach:
         return cmd_create(args, start=True)
     if args.tty and not os.isatty(0) and args.interactive:
         print("minirt: the input device is not a TTY", file=sys.stderr)
         return 125
+    if getattr(args, "client_host", None):
+        return remote_run(args)
+    from .engine import Engine
+    from .runtime.stdio import Passthrough, Terminal
     stdio = Terminal(args.interactive) if args.tty else Passthrough(args.interactive)
     result = Engine().run(
         args.image, args.command, remove=args.rm, stdio=stdio, name=args.name,
@@ -311,6 +394,28 @@ def cmd_run(args) -> int:
         print(f"minirt: container {result.name} was killed: out of memory (OOMKilled, "
               f"limit {args.memory})", file=sys.stderr)
     return result.exit_code
+
+
+def remote_run(args) -> int:
+    """``docker run`` as the docker CLI does it: create, attach, wait, start; then copy
+    the container's output here until it exits, and exit with its status."""
+    from .errors import UsageError
+    if args.trace:
+        raise UsageError("--trace is not available through the daemon: the kernel steps "
+                         "happen in its process (run without MINIRT_HOST to see them)")
+    engine = engine_for(args)
+    container_id = engine.create(
+        args.image, args.command, tty=args.tty, stdin_open=args.interactive, remove=args.rm,
+        notice=lambda text: print(f"minirt: {text}", file=sys.stderr), **container_options(args))
+    container = {"id": container_id, "name": args.name or container_id[:12], "tty": args.tty,
+                 "stdin": args.interactive, "auto_remove": args.rm}
+    code = attach_session(engine, container_id, args.interactive, start=True,
+                          container=container, proxy_signals=True)
+    if code == 137 and not args.rm:  # with --rm the daemon has forgotten why (as docker's)
+        if engine.inspect(container_id).get("State", {}).get("OOMKilled"):
+            print(f"minirt: container {container['name']} was killed: out of memory "
+                  f"(OOMKilled, limit {args.memory})", file=sys.stderr)
+    return code
 
 
 def print_trace(steps, style: str) -> None:
@@ -376,8 +481,7 @@ def cmd_lab(args) -> int:
 def cmd_ps(args) -> int:
     """``docker ps``: running containers (``-a``: all), after finishing stale cleanups."""
     import time
-    from .engine import Engine
-    engine = Engine()
+    engine = engine_for(args)
     engine.reap_stale()
     rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
     for c in sorted(engine.containers(), key=lambda c: c.get("created", 0), reverse=True):
@@ -386,7 +490,7 @@ def cmd_ps(args) -> int:
         if args.quiet:
             print(c["id"][:12])
             continue
-        status = container_status(c)
+        status = c.get("status_text") or container_status(c)  # the daemon's own words
         command = " ".join(c["command"])
         created = f"{duration(c.get('created', time.time()))} ago"
         rows.append((c["id"][:12], c["image"], f'"{command[:20]}"', created,
@@ -397,8 +501,7 @@ def cmd_ps(args) -> int:
 
 
 def cmd_rm(args) -> int:
-    from .engine import Engine
-    engine = Engine()
+    engine = engine_for(args)
     for ref in args.containers:
         engine.remove_container(ref, force=args.force)
         print(ref)
@@ -406,8 +509,7 @@ def cmd_rm(args) -> int:
 
 
 def cmd_commit(args) -> int:
-    from .engine import Engine
-    image = Engine().commit(args.container, args.reference, args.change, args.message)
+    image = engine_for(args).commit(args.container, args.reference, args.change, args.message)
     print(image.id)
     return 0
 
@@ -474,9 +576,11 @@ def cmd_load(args) -> int:
 
 
 def cmd_pull(args) -> int:
-    from .engine import Engine
+    engine = engine_for(args)
+    if is_remote(engine):
+        return remote_progress(engine.pull(args.image), args.quiet)
     from .registry import progress
-    result = Engine().pull(args.image, progress.for_terminal(args.quiet))
+    result = engine.pull(args.image, progress.for_terminal(args.quiet))
     if args.quiet:
         print(result.reference)
         return 0
@@ -487,13 +591,32 @@ def cmd_pull(args) -> int:
 
 
 def cmd_push(args) -> int:
-    from .engine import Engine
+    engine = engine_for(args)
+    if is_remote(engine):
+        return remote_progress(engine.push(args.image), args.quiet, quiet_line=False)
     from .registry import progress
-    result = Engine().push(args.image, progress.for_terminal(args.quiet))
+    result = engine.push(args.image, progress.for_terminal(args.quiet))
     if not args.quiet:
         print(f"Pushed {result.reference}: {len(result.pushed)} blob(s) uploaded "
               f"({human_size(result.pushed_bytes)}), {len(result.existing)} already there, "
               f"{len(result.mounted)} mounted from another repository")
+    return 0
+
+
+def remote_progress(messages, quiet: bool, quiet_line: bool = True) -> int:
+    """Print a daemon's pull or push progress stream as lines (the docker CLI's output
+    when it is not a terminal); ``-q``: only the image's name at the end (pull)."""
+    from .daemon.client import progress_line
+    last = None
+    for message in messages:
+        line = progress_line(message)
+        if line is None:
+            continue
+        last = line
+        if not quiet:
+            print(line, flush=True)
+    if quiet and quiet_line and last and " for " in last:
+        print(last.rpartition(" for ")[2])  # "Status: Downloaded newer image for NAME"
     return 0
 
 
@@ -546,8 +669,7 @@ def cmd_registry(args) -> int:
 
 
 def cmd_rmi(args) -> int:
-    from .engine import Engine
-    engine = Engine()
+    engine = engine_for(args)
     for name in args.images:
         removed = engine.remove_image(name, force=args.force)
         print(f"Untagged: {name}")
@@ -557,8 +679,11 @@ def cmd_rmi(args) -> int:
 
 
 def cmd_tag(args) -> int:
-    from .engine import Engine
-    store = Engine().images
+    engine = engine_for(args)
+    if is_remote(engine):
+        engine.tag(args.source, args.target)
+        return 0
+    store = engine.images
     store.tag(args.target, store.resolve(args.source).manifest_digest)
     return 0
 
@@ -578,11 +703,13 @@ def cmd_history(args) -> int:
 
 def cmd_inspect(args) -> int:
     import json
-    from .engine import Engine
     from .errors import ContainerNotFound, ImageNotFound
-    engine, found = Engine(), []
+    engine, found = engine_for(args), []
     for name in args.names:
         try:
+            if is_remote(engine):  # docker's shapes, as the daemon answers them
+                found.append(engine.image_inspect(name))
+                continue
             image = engine.images.resolve(name)
             found.append({"Id": image.id, "RepoTags": [image.name],
                           "ManifestDigest": image.manifest_digest, "Config": image.run_config,
@@ -614,19 +741,22 @@ def cmd_system(args) -> int:
 
 
 def cmd_images(args) -> int:
-    from .engine import Engine
-    from .image.build import CACHE_REPOSITORY  # the build cache's intermediate images
-    images = [i for i in Engine().images.images()
-              if args.all or not i.name.startswith(CACHE_REPOSITORY + ":")]
+    engine = engine_for(args)
+    if is_remote(engine):
+        images = [(i.name, i.id, i.size) for i in engine.image_list(args.all)]
+    else:
+        from .image.build import CACHE_REPOSITORY  # the build cache's intermediate images
+        images = [(i.name, i.id, sum(layer.size for layer in i.layers))
+                  for i in engine.images.images()
+                  if args.all or not i.name.startswith(CACHE_REPOSITORY + ":")]
     if args.quiet:
-        for image in images:
-            print(image.id.removeprefix("sha256:")[:12])
+        for _, image_id, _ in images:
+            print(image_id.removeprefix("sha256:")[:12])
         return 0
     rows = [("REPOSITORY", "TAG", "IMAGE ID", "SIZE")]
-    for image in images:
-        repository, _, tag = image.name.rpartition(":")
-        size = sum(layer.size for layer in image.layers)
-        rows.append((repository, tag, image.id.removeprefix("sha256:")[:12], human_size(size)))
+    for name, image_id, size in images:
+        repository, _, tag = name.rpartition(":")
+        rows.append((repository, tag, image_id.removeprefix("sha256:")[:12], human_size(size)))
     print_table(rows)
     return 0
 
@@ -660,7 +790,20 @@ def cmd_doctor(args) -> int:
 
 def cmd_version(args) -> int:
     from . import __version__
-    print(f"minirt {__version__}")
+    if not getattr(args, "client_host", None):
+        print(f"minirt {__version__}")
+    else:  # as docker version: the client's, then the server's
+        from .daemon.client import API_VERSION
+        server = engine_for(args).version()
+        print(f"Client: minirt {__version__}")
+        print(f" API version:  {API_VERSION}")
+        name = (server.get("Platform") or {}).get("Name", "minirtd")
+        print(f"Server: {name} ({args.client_host})")
+        print(f" Version:      {server.get('Version', '')}")
+        print(f" API version:  {server.get('ApiVersion', '')} (minimum version "
+              f"{server.get('MinAPIVersion', '')})")
+        print(f" Os/Arch:      {server.get('Os', '')}/{server.get('Arch', '')}")
+        print(f" Kernel:       {server.get('KernelVersion', '')}")
     return 0
 
 
@@ -725,8 +868,7 @@ def container_options(args) -> dict:
 
 def cmd_create(args, start: bool = False) -> int:
     """``docker create`` (and ``docker run -d``: create, then start): print the full id."""
-    from .engine import Engine
-    engine = Engine()
+    engine = engine_for(args)
     container_id = engine.create(
         args.image, args.command, tty=args.tty, stdin_open=args.interactive, remove=args.rm,
         notice=lambda text: print(f"minirt: {text}", file=sys.stderr), **container_options(args))
@@ -737,9 +879,8 @@ def cmd_create(args, start: bool = False) -> int:
 
 
 def cmd_start(args) -> int:
-    from .engine import Engine
     from .errors import UsageError
-    engine = Engine()
+    engine = engine_for(args)
     if not args.attach:
         for ref in args.containers:
             engine.start(ref)
@@ -751,19 +892,38 @@ def cmd_start(args) -> int:
 
 
 def cmd_attach(args) -> int:
-    from .engine import Engine
-    return attach_session(Engine(), args.container, not args.no_stdin)
+    return attach_session(engine_for(args), args.container, not args.no_stdin)
 
 
-def attach_session(engine, ref: str, interactive: bool, start: bool = False) -> int:
-    """Connect to a container's attach socket (then start it, with ``start``), copy its
-    output to ours and our input to it until it exits; return its exit status."""
-    import selectors
-    import socket
-    import threading
-    container = engine.find_container(ref)
+def attach_session(engine, ref: str, interactive: bool, start: bool = False,
+                   container: dict | None = None, proxy_signals: bool = False) -> int:
+    """Connect to a container's stdio (then start it, with ``start``), copy its output to
+    ours and our input to it until it exits; return its exit status. ``engine`` may be
+    the daemon's: its attach is a hijacked connection carrying the same frames."""
+    container = container or engine.find_container(ref)
     interactive = interactive and container.get("stdin", False)
+    tty = bool(container.get("tty"))
     sock = engine.attach(container["id"])  # before start: nothing it prints is missed
+    try:
+        exit_code = exit_waiter(engine, container)
+        if start:
+            engine.start(container["id"])
+        raw = tty and interactive and os.isatty(0)
+        with terminal(engine.resize, container["id"], raw, sized=tty), \
+                forwarded(engine, container["id"], proxy_signals and not raw):
+            copy_streams(sock, tty, interactive)
+        return exit_code()
+    finally:
+        sock.close()
+
+
+def exit_waiter(engine, container: dict):
+    """A function that returns the container's exit code, once it has exited; the
+    wait is in place before this returns (so an exit right after start is not missed)."""
+    if is_remote(engine):  # the daemon's wait; after an --rm container is gone, too
+        return engine.wait_later(container["id"], "removed" if container.get("auto_remove")
+                                 else "next-exit").code
+    import threading
     codes = []
 
     def wait() -> None:
@@ -773,54 +933,120 @@ def attach_session(engine, ref: str, interactive: bool, start: bool = False) -> 
             pass
     waiter = threading.Thread(target=wait, daemon=True)
     waiter.start()
-    if start:
-        engine.start(container["id"])
-    saved = None
-    if container.get("tty") and interactive and os.isatty(0):
-        import termios
-        import tty
-        saved = termios.tcgetattr(0)
-        tty.setraw(0)  # keys, Ctrl-C too, go to the container's terminal as bytes
-    try:
-        with selectors.DefaultSelector() as selector:
-            selector.register(sock, selectors.EVENT_READ)
-            if interactive:
-                selector.register(0, selectors.EVENT_READ)
-            buffer = b""
-            while True:
-                for key, _ in selector.select():
-                    if key.fileobj == 0:
-                        data = os.read(0, 4096)
-                        if data:
-                            sock.sendall(data)
-                        else:
-                            selector.unregister(0)
-                            if not container.get("tty"):
-                                sock.shutdown(socket.SHUT_WR)  # closes its stdin
-                        continue
-                    data = sock.recv(65536)
-                    if not data:
-                        waiter.join()
-                        return codes[0] if codes else 0
-                    if container.get("tty"):
-                        os.write(1, data)
-                        continue
-                    buffer += data
-                    # Docker's frames: [stream, 0, 0, 0, big-endian length] + bytes
-                    while len(buffer) >= 8 and \
-                            len(buffer) >= 8 + (size := int.from_bytes(buffer[4:8], "big")):
-                        os.write(2 if buffer[0] == 2 else 1, buffer[8:8 + size])
-                        buffer = buffer[8 + size:]
-    finally:
-        if saved is not None:
+
+    def code() -> int:
+        waiter.join()
+        return codes[0] if codes else 0
+    return code
+
+
+class terminal:
+    """With ``raw``: our terminal in raw mode while the container has it (keys, Ctrl-C
+    too, go to the container's terminal as bytes). With ``sized``: the container's
+    terminal gets our size now and again on each SIGWINCH, through ``resize(ref, h, w)``."""
+
+    def __init__(self, resize, ref: str, raw: bool, sized: bool):
+        self.resize, self.ref, self.raw = resize, ref, raw
+        self.sized = sized and os.isatty(1)
+        self.saved = self.previous = None
+
+    def _send_size(self, *_) -> None:
+        try:
+            size = os.get_terminal_size(1)
+            self.resize(self.ref, size.lines, size.columns)
+        except (OSError, MinirtError):
+            pass  # it has exited meanwhile
+
+    def __enter__(self):
+        if self.sized:
+            import signal
+            self._send_size()
+            self.previous = signal.signal(signal.SIGWINCH, self._send_size)
+        if self.raw:
             import termios
-            termios.tcsetattr(0, termios.TCSADRAIN, saved)
-        sock.close()
+            import tty
+            self.saved = termios.tcgetattr(0)
+            tty.setraw(0)
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            import termios
+            termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
+        if self.previous is not None:
+            import signal
+            signal.signal(signal.SIGWINCH, self.previous)
+        return False
+
+
+class forwarded:
+    """Signals sent to us (Ctrl-C, kill) go on to the container's PID 1, as ``minirt run``
+    forwards them in direct mode and the docker CLI does (--sig-proxy)."""
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+
+    def __init__(self, engine, ref: str, enabled: bool):
+        self.engine, self.ref, self.enabled = engine, ref, enabled
+        self.previous = {}
+
+    def _forward(self, number, frame) -> None:
+        try:
+            self.engine.kill(self.ref, number)
+        except MinirtError:
+            pass  # it has exited meanwhile
+
+    def __enter__(self):
+        if self.enabled:
+            import signal
+            for name in self.NAMES:
+                number = getattr(signal, name)
+                self.previous[number] = signal.signal(number, self._forward)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+        return False
+
+
+def copy_streams(sock, tty: bool, interactive: bool) -> None:
+    """Our stdin to ``sock`` (with ``interactive``), its output to our stdout and stderr,
+    until it closes: raw bytes with a terminal, else Docker's frames
+    ([stream, 0, 0, 0, big-endian length] + bytes), stream 2 being stderr."""
+    import selectors
+    import socket
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ)
+        if interactive:
+            selector.register(0, selectors.EVENT_READ)
+        buffer = b""
+        while True:
+            for key, _ in selector.select():
+                if key.fileobj == 0:
+                    data = os.read(0, 4096)
+                    if data:
+                        sock.sendall(data)
+                    else:
+                        selector.unregister(0)
+                        if not tty:
+                            sock.shutdown(socket.SHUT_WR)  # closes its stdin
+                    continue
+                data = sock.recv(65536)
+                if not data:
+                    return
+                if tty:
+                    os.write(1, data)
+                    continue
+                buffer += data
+                while len(buffer) >= 8 and \
+                        len(buffer) >= 8 + (size := int.from_bytes(buffer[4:8], "big")):
+                    os.write(2 if buffer[0] == 2 else 1, buffer[8:8 + size])
+                    buffer = buffer[8 + size:]
 
 
 def cmd_stop(args) -> int:
-    from .engine import Engine
-    engine = Engine()
+    engine = engine_for(args)
     for ref in args.containers:
         engine.stop(ref, timeout=args.time)
         print(ref)
@@ -828,8 +1054,7 @@ def cmd_stop(args) -> int:
 
 
 def cmd_restart(args) -> int:
-    from .engine import Engine
-    engine = Engine()
+    engine = engine_for(args)
     for ref in args.containers:
         engine.restart(ref, timeout=args.time)
         print(ref)
@@ -837,8 +1062,7 @@ def cmd_restart(args) -> int:
 
 
 def cmd_kill(args) -> int:
-    from .engine import Engine
-    engine = Engine()
+    engine = engine_for(args)
     for ref in args.containers:
         engine.kill(ref, args.signal)
         print(ref)
@@ -846,22 +1070,20 @@ def cmd_kill(args) -> int:
 
 
 def cmd_wait(args) -> int:
-    from .engine import Engine
-    engine = Engine()
+    engine = engine_for(args)
     for ref in args.containers:
         print(engine.wait(ref), flush=True)
     return 0
 
 
 def cmd_logs(args) -> int:
-    from .engine import Engine
     from .errors import UsageError
     tail = None if args.tail == "all" else args.tail
     if tail is not None and not tail.lstrip("-").isdigit():
         raise UsageError(f"invalid --tail {args.tail!r}: use a number or all")
     tail = None if tail is None or int(tail) < 0 else int(tail)
-    for stream, data in Engine().logs(args.container, follow=args.follow, tail=tail,
-                                      timestamps=args.timestamps):
+    for stream, data in engine_for(args).logs(args.container, follow=args.follow, tail=tail,
+                                              timestamps=args.timestamps):
         out = sys.stderr.buffer if stream == "stderr" else sys.stdout.buffer
         out.write(data)
         out.flush()  # keeps stdout and stderr lines in the container's order
@@ -869,23 +1091,49 @@ def cmd_logs(args) -> int:
 
 
 def cmd_exec(args) -> int:
-    from .engine import Engine
     from .errors import UsageError
-    from .runtime.stdio import Passthrough, Terminal
     if not args.command:
         raise UsageError("exec needs a command: minirt exec CONTAINER COMMAND [ARG...]")
     if args.tty and args.interactive and not os.isatty(0) and not args.detach:
         print("minirt: the input device is not a TTY", file=sys.stderr)
         return 125
+    if getattr(args, "client_host", None):
+        return remote_exec(engine_for(args), args)
+    from .engine import Engine
+    from .runtime.stdio import Passthrough, Terminal
     stdio = Terminal(args.interactive) if args.tty and not args.detach else \
         Passthrough(args.interactive)
     return Engine().exec(args.container, args.command, env=args.env, workdir=args.workdir,
                          tty=args.tty, detach=args.detach, stdio=stdio)
 
 
+def remote_exec(engine, args) -> int:
+    """``docker exec`` through the daemon: create the exec, start it on a hijacked
+    connection (its stdio), then ask the daemon for its exit code."""
+    size = None
+    if args.tty and os.isatty(1):
+        terminal_size = os.get_terminal_size(1)
+        size = (terminal_size.lines, terminal_size.columns)
+    exec_id = engine.exec_create(args.container, args.command, env=args.env,
+                                 workdir=args.workdir, tty=args.tty, stdin=args.interactive,
+                                 size=size)
+    if args.detach:
+        engine.exec_start(exec_id, detach=True)
+        return 0
+    sock = engine.exec_start(exec_id, tty=args.tty)
+    try:
+        raw = args.tty and args.interactive and os.isatty(0)
+        with terminal(lambda _, h, w: engine.exec_resize(exec_id, h, w), exec_id, raw,
+                      sized=args.tty):
+            copy_streams(sock, args.tty, args.interactive)
+    finally:
+        sock.close()
+    code = engine.exec_inspect(exec_id).get("ExitCode")
+    return 126 if code is None else code
+
+
 def cmd_top(args) -> int:
-    from .engine import Engine
-    table = Engine().top(args.container)
+    table = engine_for(args).top(args.container)
     print_table([table["Titles"]] + table["Processes"])
     return 0
 

@@ -109,16 +109,19 @@ def processes_in_cgroups() -> list[int]:
 
 
 def minirt_cli(*args, state_root: str, input=None, timeout: float = 60, env=None, **kw):
-    """Run ``python -m minirt ARGS`` as a user would, with the test state root."""
+    """Run ``python -m minirt ARGS`` as a user would, with the test state root.
+
+    Direct mode (``MINIRT_HOST=``) unless ``env`` names a daemon: a developer's daemon
+    on the default socket must not take the tests' commands to its own state."""
     full_env = {**os.environ, "MINIRT_ROOT": state_root, "MINIRT_CGROUP_PARENT": CGROUP_PARENT,
-                **(env or {})}
+                "MINIRT_HOST": "", **(env or {})}
     return subprocess.run([sys.executable, "-m", "minirt", *args], input=input, env=full_env,
                           capture_output=True, timeout=timeout, **kw)
 
 
 def minirt_popen(*args, state_root: str, env_extra=None, **kw):
     env = {**os.environ, "MINIRT_ROOT": state_root, "MINIRT_CGROUP_PARENT": CGROUP_PARENT,
-           **(env_extra or {})}
+           "MINIRT_HOST": "", **(env_extra or {})}  # direct mode, as minirt_cli
     return subprocess.Popen([sys.executable, "-m", "minirt", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 

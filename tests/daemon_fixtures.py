@@ -4,13 +4,13 @@ The daemon runs as a subprocess (``python -m minirt daemon -H unix://...``) on
 the tests' state root; ``RunningDaemon.stop`` ends it by its pid with SIGTERM.
 """
 
-import http.client
 import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import docker
@@ -18,17 +18,29 @@ import docker
 from conftest import CGROUP_PARENT
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """http.client over a Unix socket (keep-alive included)."""
+def UnixHTTPConnection(path: str, timeout: float = 10):
+    """http.client over a Unix socket (keep-alive included): the CLI's own."""
+    from minirt.daemon.client import UnixHTTPConnection as Connection
+    return Connection(path, timeout=timeout)
 
-    def __init__(self, path: str, timeout: float = 10):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
 
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
+def socket_dir(prefix: str):
+    """For a fixture: a temp dir under /tmp, not pytest's tmp_path, since a Unix
+    socket's path must fit in 108 bytes; removed afterwards."""
+    directory = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def serving(state_root: str, directory: str):
+    """For a fixture: minirtd on ``directory``/minirt.sock; afterwards stopped, by its
+    pid, cleanly (exit 0, socket file removed, process gone)."""
+    running = start_daemon(state_root, f"unix://{directory}/minirt.sock", directory)
+    yield running
+    running.stop()
+    assert running.process.returncode == 0, running.log
+    assert not os.path.exists(running.socket_path), "minirtd left its socket file behind"
+    assert process_gone(running.process.pid)
 
 
 class RunningDaemon:

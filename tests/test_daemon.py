@@ -13,7 +13,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -21,27 +20,19 @@ import docker  # docker-py: a real client, so a missing one is a failure, not a 
 import pytest
 
 import minirt
-from daemon_fixtures import UnixHTTPConnection, process_gone, start_daemon
+from daemon_fixtures import serving, socket_dir, UnixHTTPConnection, process_gone, start_daemon
 
 DOCKER_CLI = shutil.which("docker")
 
 
 @pytest.fixture(scope="module")
 def workdir():
-    # /tmp, not pytest's tmp_path: a Unix socket's path must fit in 108 bytes.
-    directory = tempfile.mkdtemp(prefix="minirtd-test-", dir="/tmp")
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+    yield from socket_dir("minirtd-test-")
 
 
 @pytest.fixture(scope="module")
 def daemon(state_root, image_store, workdir):
-    running = start_daemon(state_root, f"unix://{workdir}/minirt.sock", workdir)
-    yield running
-    running.stop()
-    assert running.process.returncode == 0, running.log
-    assert not os.path.exists(running.socket_path), "minirtd left its socket file behind"
-    assert process_gone(running.process.pid)
+    yield from serving(state_root, workdir)
 
 
 @pytest.fixture

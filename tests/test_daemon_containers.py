@@ -17,7 +17,6 @@ import signal
 import socket
 import struct
 import subprocess
-import tempfile
 import termios
 import threading
 import time
@@ -26,7 +25,7 @@ import docker
 import pytest
 
 from conftest import CGROUP_PARENT
-from daemon_fixtures import process_gone, start_daemon
+from daemon_fixtures import serving, socket_dir, start_daemon
 from minirt.engine import Engine
 
 DOCKER_CLI = shutil.which("docker")
@@ -35,19 +34,12 @@ MiB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def workdir():
-    # /tmp, not pytest's tmp_path: a Unix socket's path must fit in 108 bytes.
-    directory = tempfile.mkdtemp(prefix="minirtd-ctr-", dir="/tmp")
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+    yield from socket_dir("minirtd-ctr-")
 
 
 @pytest.fixture(scope="module")
 def daemon(state_root, image_store, workdir):
-    running = start_daemon(state_root, f"unix://{workdir}/minirt.sock", workdir)
-    yield running
-    running.stop()
-    assert running.process.returncode == 0, running.log
-    assert process_gone(running.process.pid)
+    yield from serving(state_root, workdir)
 
 
 @pytest.fixture

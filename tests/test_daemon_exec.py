@@ -23,7 +23,7 @@ import time
 import docker  # a real client: a missing one is a failure, not a skip
 import pytest
 
-from daemon_fixtures import start_daemon
+from daemon_fixtures import serving, socket_dir
 
 DOCKER_CLI = shutil.which("docker")
 
@@ -31,18 +31,12 @@ DOCKER_CLI = shutil.which("docker")
 # --- fixtures ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def workdir():
-    # /tmp, not pytest's tmp_path: a Unix socket's path must fit in 108 bytes.
-    directory = tempfile.mkdtemp(prefix="minirtd-exec-", dir="/tmp")
-    yield directory
-    shutil.rmtree(directory, ignore_errors=True)
+    yield from socket_dir("minirtd-exec-")
 
 
 @pytest.fixture(scope="module")
 def daemon(state_root, image_store, workdir):
-    running = start_daemon(state_root, f"unix://{workdir}/minirt.sock", workdir)
-    yield running
-    running.stop()
-    assert running.process.returncode == 0, running.log
+    yield from serving(state_root, workdir)
 
 
 @pytest.fixture

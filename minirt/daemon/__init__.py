@@ -8,8 +8,18 @@ and it does the work with the same ``Engine`` the ``minirt`` command uses.
 
 * ``server.py``: the socket and HTTP/1.1 (keep-alive, chunked streams,
   hijacked connections), the request log, start and clean shutdown;
-* ``api.py``: the routing table and the endpoints, in Docker's JSON shapes;
-* ``events.py``: the event bus behind ``GET /events``.
+* ``api.py``: the routing table, versions, errors, and the system endpoints
+  (``/_ping``, ``/version``, ``/info``, images list/inspect/delete/tag, ``/events``);
+* ``containers.py``: create, start, attach, wait, logs, stop, kill, restart, ...;
+* ``images.py``: pull and push (streamed JSON progress), ``/auth``, ``/build``;
+* ``exec.py``, ``stats.py``, ``archive.py``: ``docker exec``, ``stats``, ``cp``;
+* ``events.py``: the event bus behind ``GET /events``;
+* ``client.py``: the other side: how the ``minirt`` command talks to a daemon
+  (``-H`` / ``MINIRT_HOST``) instead of running containers itself.
+
+Shims are forked by a *shim factory* the daemon starts once
+(``engine.serve_shim_factory``), so ``docker run`` does not pay for a new
+Python interpreter per container.
 
 Reference: Docker Engine API v1.43,
 https://docs.docker.com/reference/api/engine/version/v1.43/

@@ -595,6 +595,10 @@ def container_attach(request, ref):
     _publish(daemon, "attach", c)
     try:
         if logs:
+            # A moment first: some clients (docker-py) read the response header through
+            # a buffered reader, then switch to the raw socket; history sent in the same
+            # burst as the header would be stranded in that reader's buffer.
+            time.sleep(0.05)
             for record in read_records(engine.log_path(c)):
                 number = 2 if record.get("stream") == "stderr" else 1
                 if wanted[number]:

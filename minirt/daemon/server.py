@@ -685,6 +685,45 @@ def make_server(address: str | None, app) -> socketserver.BaseServer:
     return server
 
 
+def start_shim_factory(engine):
+    """The process that forks the daemon's shims (Engine.serve_shim_factory): started
+    once, so a ``docker run`` does not pay a fresh interpreter's start-up. Returns
+    (process, its directory), or None when it cannot start (shims are then spawned)."""
+    import subprocess
+    import tempfile
+    directory = tempfile.mkdtemp(prefix="minirtd-shims-")  # short: a socket path is <108 bytes
+    path = os.path.join(directory, "factory.sock")
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [package_parent] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    process = subprocess.Popen([sys.executable, "-m", "minirt.engine", "shim-factory", path],
+                               env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            os.rmdir(directory)
+            return None
+        time.sleep(0.01)
+    engine.shim_factory = path
+    return process, directory
+
+
+def stop_shim_factory(factory) -> None:
+    if factory is None:
+        return
+    import shutil
+    process, directory = factory
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except Exception:
+        process.kill()
+        process.wait()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def serve(address: str | None = None, root: str | None = None, out=None) -> int:
     """Run minirtd until SIGTERM or SIGINT; returns the exit status."""
     from ..engine import Engine
@@ -692,6 +731,7 @@ def serve(address: str | None = None, root: str | None = None, out=None) -> int:
     out = out or sys.stderr
     app = Daemon(Engine(root), log=RequestLog(out))
     server = make_server(address, app)
+    factory = start_shim_factory(app.engine)
     from .containers import adopt_running
     adopt_running(app)
     app.address = server.address
@@ -723,6 +763,7 @@ def serve(address: str | None = None, root: str | None = None, out=None) -> int:
         app.events.close()         # event streams end
         server.server_close()
         server.remove_socket()
+        stop_shim_factory(factory)
         for number, handler in previous.items():
             signal.signal(number, handler)
     name = signal.Signals(received[0]).name if received else "a request"

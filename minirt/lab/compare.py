@@ -46,7 +46,8 @@ class Measurement(Record):
 
 def minirt_command(engine, *args) -> tuple[list[str], dict]:
     """argv and environment to run the minirt CLI against ``engine``'s state."""
-    env = {**os.environ, "MINIRT_ROOT": engine.root, "MINIRT_CGROUP_PARENT": engine.cgroup_parent}
+    env = {**os.environ, "MINIRT_ROOT": engine.root, "MINIRT_CGROUP_PARENT": engine.cgroup_parent,
+           "MINIRT_HOST": ""}  # direct: the runtime itself, even if a daemon is up
     return [sys.executable, "-m", "minirt", *args], env
 
 

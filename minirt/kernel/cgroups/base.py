@@ -33,13 +33,22 @@ class Cgroup:
     def create(self) -> None:
         for directory in self.unique_dirs():
             with self.trace.step("cgroup mkdir", path=directory):
-                try:
-                    os.makedirs(directory)
-                except FileExistsError:
-                    raise CgroupError(f"cgroup {directory} already exists: is a container "
-                                      "with this id still running?") from None
-                except OSError as e:
-                    raise CgroupError(f"cannot create cgroup {directory}: {e.strerror}") from None
+                for attempt in range(5):
+                    try:
+                        os.makedirs(directory)
+                        break
+                    except FileExistsError:
+                        raise CgroupError(f"cgroup {directory} already exists: is a container "
+                                          "with this id still running?") from None
+                    except FileNotFoundError:
+                        # The shared parent was just removed by the last container leaving
+                        # it (remove_parent_if_empty), between our two mkdirs: again.
+                        if attempt == 4:
+                            raise CgroupError(f"cannot create cgroup {directory}: its parent "
+                                              "keeps disappearing") from None
+                    except OSError as e:
+                        raise CgroupError(f"cannot create cgroup {directory}: "
+                                          f"{e.strerror}") from None
 
     # The file a process writes "0" to in order to move itself in.
     join_file = "cgroup.procs"

@@ -21,13 +21,11 @@ afterwards (through the daemon), whatever the learner's code did; a daemon the
 check starts itself is stopped by its pid, its socket directory removed.
 """
 
-import http.client
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -50,17 +48,10 @@ def note(verdict, text: str) -> None:
 
 # --- talking to a daemon ------------------------------------------------------------------
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """http.client over a Unix socket: the check's own requests."""
-
-    def __init__(self, path: str, timeout: float = 10):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
+def UnixHTTPConnection(path: str, timeout: float = 10):
+    """http.client over a Unix socket for the check's own requests (the CLI's client)."""
+    from ...daemon.client import UnixHTTPConnection as Connection
+    return Connection(path, timeout=timeout)
 
 
 def request(sock: str, method: str, path: str, body=None):
