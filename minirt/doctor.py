@@ -15,7 +15,9 @@ The notebooks and the tests use ``probe()``, the same code the command prints.
 
 import os
 import shutil
-from .kernel import namespaces, syscalls
+# idmap at the top, not in the function: probes run in children that may have left a
+# chroot or dropped privileges, from where this package's files may be out of reach.
+from .kernel import idmap, namespaces, syscalls
 from .kernel.cgroups import mounted_hierarchies
 from .record import Record
 
@@ -257,7 +259,6 @@ def probe() -> Report:
 
 def check_subordinate_ids() -> Check:
     """Rootless only: may this user borrow host ids (uidmap, /etc/subuid)? See kernel/idmap.py."""
-    from .kernel import idmap
     mapping = idmap.for_user()
     if mapping.subordinate:
         (u, n), (g, m) = mapping.uid_range, mapping.gid_range

@@ -20,6 +20,7 @@ import docker  # docker-py: a real client, so a missing one is a failure, not a 
 import pytest
 
 import minirt
+from conftest import require
 from daemon_fixtures import serving, socket_dir, UnixHTTPConnection, process_gone, start_daemon
 
 DOCKER_CLI = shutil.which("docker")
@@ -448,3 +449,29 @@ def test_addresses_default_to_a_private_socket_and_refuse_the_network(monkeypatc
     for nonsense in ("unix://relative.sock", "tcp://127.0.0.1", "ssh://host", "fd://"):
         with pytest.raises(UsageError):
             parse_address(nonsense)
+
+
+def test_socket_belongs_to_the_minirt_group_when_there_is_one(state_root, image_store, workdir):
+    """Members of group ``minirt`` may use the daemon, as members of ``docker`` may use
+    dockerd: the socket is root:minirt 0660. The group is made for the test, then removed."""
+    import grp
+    require(os.geteuid() == 0 and shutil.which("groupadd") is not None,
+            "needs root and groupadd to make the minirt group")
+    try:
+        grp.getgrnam("minirt")
+        made = False
+    except KeyError:
+        subprocess.run(["groupadd", "--system", "minirt"], check=True)
+        made = True
+    try:
+        address = f"unix://{workdir}/grouped.sock"
+        running = start_daemon(state_root, address, workdir)
+        try:
+            st = os.stat(running.socket_path)
+            assert st.st_gid == grp.getgrnam("minirt").gr_gid
+            assert stat.S_IMODE(st.st_mode) == 0o660
+        finally:
+            running.stop()
+    finally:
+        if made:
+            subprocess.run(["groupdel", "minirt"], check=True)

@@ -231,6 +231,8 @@ def test_an_index_for_other_platforms_only_is_refused_cleanly(source, fresh, reg
 def test_skopeo_copies_what_minirt_pushed_and_runc_runs_it(source, registry, workdir, root_tier):
     require(shutil.which("skopeo") and shutil.which("umoci") and shutil.which("runc"),
             "needs skopeo, umoci and runc (make setup installs them)")
+    from minirt.kernel import mounts
+    require(mounts.is_mount_point("/"), "runc needs / to be a mount point (not in a chroot)")
     publish(source, "busybox", f"{registry.address}/lab/busybox:1")
     layout = os.path.join(workdir, "oci")
     subprocess.run(["skopeo", "copy", "--src-tls-verify=false",
