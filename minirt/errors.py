@@ -78,3 +78,8 @@ class AuthError(RegistryError):
 
 class VMError(MinirtError):
     """A virtual machine could not be started, or its guest hung and was killed."""
+
+
+class NetworkError(MinirtError):
+    """A network cannot be created, used or removed (overlapping subnet, no free address,
+    endpoints still attached, a bridge or veth the kernel refused)."""

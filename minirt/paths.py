@@ -13,6 +13,7 @@ otherwise, ``$MINIRT_ROOT`` when set)::
         upper/ work/ overlayfs upper and work dirs: the container's own changes
         rootfs/      mount point of the merged root (or a full copy without overlayfs)
     images/sources.json  which remote repositories hold each blob (for cross-repo mounts)
+    networks/<name>.json  a bridge network: subnet, gateway, bridge, leases (network/ipam.py)
     registry/      the lab's local registry (``minirt registry start``): config.yml,
                    data/ (its storage), registry.log, registry.json (its pid record)
     vm/vmlinuz     the kernel the VM baseline boots (scripts/fetch-vm-kernel)
@@ -122,3 +123,23 @@ def _remove_tree(path: str) -> None:
         remove_entry(fd, name)
     finally:
         os.close(fd)
+
+
+class FileLock:
+    """An exclusive flock(2) on ``path`` for the duration of a ``with`` block, between
+    processes (the image index, the networks' leases). ``prepare()`` runs first
+    (e.g. to create the directory)."""
+
+    def __init__(self, path: str, prepare=lambda: None):
+        self.path, self.prepare, self.file = path, prepare, None
+
+    def __enter__(self):
+        import fcntl
+        self.prepare()
+        self.file = open(self.path, "w")
+        fcntl.flock(self.file, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()  # closing releases the lock
+        return False

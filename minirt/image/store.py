@@ -28,7 +28,7 @@ import marshal
 import os
 
 from ..errors import ImageError, ImageNotFound
-from ..paths import atomic_write
+from ..paths import FileLock, atomic_write
 from ..record import Record
 from . import reference
 from .platform import oci_architecture
@@ -114,7 +114,7 @@ class ImageStore:
 
     def _locked(self):
         """Serialize changes to index.json between processes (flock(2))."""
-        return _FileLock(os.path.join(self.layout, ".lock"), self.ensure_layout)
+        return FileLock(os.path.join(self.layout, ".lock"), self.ensure_layout)
 
     def _index(self) -> dict:
         import json
@@ -474,24 +474,6 @@ class BlobWriter:
         self.file.close()
         if not self.committed:
             os.unlink(self.tmp)
-        return False
-
-
-class _FileLock:
-    """An exclusive flock(2) held for the duration of a ``with`` block."""
-
-    def __init__(self, path: str, prepare):
-        self.path, self.prepare, self.file = path, prepare, None
-
-    def __enter__(self):
-        import fcntl
-        self.prepare()
-        self.file = open(self.path, "w")
-        fcntl.flock(self.file, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()  # closing releases the lock
         return False
 
 
