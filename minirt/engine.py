@@ -171,12 +171,13 @@ class Engine:
             # state *before* it exits, so what we read from here on is final. (Read
             # earlier, "running" may be stale by a moment, and an exit code known to
             # the shim would be overwritten with "unknown".)
+            directory = os.path.join(self.containers_dir, container["id"])
             try:
-                with open(os.path.join(self.containers_dir, container["id"], "state.json")) as f:
+                with open(os.path.join(directory, "state.json")) as f:
                     status = json.load(f).get("status")
-            except FileNotFoundError:
-                continue   # removed meanwhile (--rm)
-            except (OSError, ValueError):
+            except (OSError, ValueError):   # no state written yet: as containers() reads it
+                if not os.path.isdir(directory):
+                    continue                # removed meanwhile (--rm)
                 status = "created"
             if status not in ("created", "running"):
                 continue
