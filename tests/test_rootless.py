@@ -21,16 +21,26 @@ NOBODY = 65534
 # e.g. /root. The user runs the system's Python on a copy of the minirt package,
 # as a student copying minirt/ into an exercise would: the core needs nothing else.
 PYTHON = os.path.realpath(sys.executable)
-STUDENT_COPY = tempfile.mkdtemp(prefix="minirt-student-copy-", dir="/var/tmp")
-shutil.copytree(os.path.dirname(mounts.__file__).rsplit(os.sep, 1)[0],
-                os.path.join(STUDENT_COPY, "minirt"),
-                ignore=shutil.ignore_patterns("__pycache__"))
-os.chmod(STUDENT_COPY, 0o755)
+_student_copy = None
+
+
+def student_copy() -> str:
+    """The copy (made on first use, removed when the test run ends)."""
+    global _student_copy
+    if _student_copy is None:
+        import atexit
+        _student_copy = tempfile.mkdtemp(prefix="minirt-student-copy-", dir="/var/tmp")
+        atexit.register(shutil.rmtree, _student_copy, True)
+        shutil.copytree(os.path.dirname(mounts.__file__).rsplit(os.sep, 1)[0],
+                        os.path.join(_student_copy, "minirt"),
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        os.chmod(_student_copy, 0o755)
+    return _student_copy
 
 
 def nobody_env(store: str) -> dict:
     return {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "MINIRT_ROOT": store,
-            "PYTHONPATH": STUDENT_COPY, "PYTHONDONTWRITEBYTECODE": "1"}
+            "PYTHONPATH": student_copy(), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +57,6 @@ def nobody_root():
     finally:
         mounts.unmount_all_under(store)
         shutil.rmtree(store, ignore_errors=True)
-        shutil.rmtree(STUDENT_COPY, ignore_errors=True)
 
 
 def drop_to_nobody():
