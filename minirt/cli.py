@@ -500,12 +500,17 @@ def cmd_ps(args) -> int:
     return 0
 
 
-def cmd_rm(args) -> int:
+def each_container(args, act) -> int:
+    """``act(engine, ref)`` for every container named, printing each name as docker does."""
     engine = engine_for(args)
     for ref in args.containers:
-        engine.remove_container(ref, force=args.force)
-        print(ref)
+        act(engine, ref)
+        print(ref, flush=True)
     return 0
+
+
+def cmd_rm(args) -> int:
+    return each_container(args, lambda engine, ref: engine.remove_container(ref, force=args.force))
 
 
 def cmd_commit(args) -> int:
@@ -880,12 +885,9 @@ def cmd_create(args, start: bool = False) -> int:
 
 def cmd_start(args) -> int:
     from .errors import UsageError
-    engine = engine_for(args)
     if not args.attach:
-        for ref in args.containers:
-            engine.start(ref)
-            print(ref)
-        return 0
+        return each_container(args, lambda engine, ref: engine.start(ref))
+    engine = engine_for(args)
     if len(args.containers) != 1:
         raise UsageError("start -a takes one container")
     return attach_session(engine, args.containers[0], args.interactive, start=True)
@@ -1046,27 +1048,15 @@ def copy_streams(sock, tty: bool, interactive: bool) -> None:
 
 
 def cmd_stop(args) -> int:
-    engine = engine_for(args)
-    for ref in args.containers:
-        engine.stop(ref, timeout=args.time)
-        print(ref)
-    return 0
+    return each_container(args, lambda engine, ref: engine.stop(ref, timeout=args.time))
 
 
 def cmd_restart(args) -> int:
-    engine = engine_for(args)
-    for ref in args.containers:
-        engine.restart(ref, timeout=args.time)
-        print(ref)
-    return 0
+    return each_container(args, lambda engine, ref: engine.restart(ref, timeout=args.time))
 
 
 def cmd_kill(args) -> int:
-    engine = engine_for(args)
-    for ref in args.containers:
-        engine.kill(ref, args.signal)
-        print(ref)
-    return 0
+    return each_container(args, lambda engine, ref: engine.kill(ref, args.signal))
 
 
 def cmd_wait(args) -> int:
