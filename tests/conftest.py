@@ -144,3 +144,27 @@ def container_init_pid(engine: Engine, timeout: float = 10.0) -> int:
                 return pid
         time.sleep(0.02)
     raise AssertionError("no running container found")
+
+
+def dead(pid: int) -> bool:
+    """Gone, or a zombie waiting for its parent (or the host's init) to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def shims_under(root: str) -> list[int]:
+    """Live shim processes working in a container directory under ``root``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "minirt-shim":
+                    continue
+            if os.readlink(f"/proc/{pid}/cwd").startswith(root):
+                found.append(int(pid))
+        except OSError:
+            continue  # gone, or a zombie (no cwd any more)
+    return found

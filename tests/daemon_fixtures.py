@@ -15,7 +15,7 @@ import time
 
 import docker
 
-from conftest import CGROUP_PARENT
+from conftest import CGROUP_PARENT, dead as process_gone  # noqa: F401 (re-exported)
 
 
 def UnixHTTPConnection(path: str, timeout: float = 10):
@@ -107,10 +107,3 @@ def start_daemon(state_root: str, address: str, directory: str, wait: bool = Tru
         raise AssertionError(f"minirtd did not answer within 20 s:\n{running.log}")
     return running
 
-
-def process_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import assert_nothing_left, container_init_pid, minirt_popen
+from conftest import assert_nothing_left, container_init_pid, dead, minirt_popen
 from minirt.errors import CommandNotFound
 
 
@@ -72,13 +72,6 @@ def test_children_of_the_command_die_with_it(engine, state_root):
     assert wait_for_exit(cli) == 137
 
 
-def dead(pid: int) -> bool:
-    """Gone, or a zombie waiting for the host's init to reap it (its parent was killed)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def test_a_killed_minirt_run_is_cleaned_up_later(engine, state_root):

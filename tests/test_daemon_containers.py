@@ -24,7 +24,7 @@ import time
 import docker
 import pytest
 
-from conftest import CGROUP_PARENT
+from conftest import CGROUP_PARENT, shims_under
 from daemon_fixtures import serving, socket_dir, start_daemon
 from minirt.engine import Engine
 
@@ -54,18 +54,6 @@ def client(daemon, engine):
     assert not shims_under(engine.root), "a shim outlived its container"
 
 
-def shims_under(root: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() != "minirt-shim":
-                    continue
-            if os.readlink(f"/proc/{pid}/cwd").startswith(root):
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 def docker_cli(daemon, *args, timeout: float = 60, input=None) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import container_init_pid, minirt_cli
+from conftest import container_init_pid, dead, minirt_cli, shims_under
 from minirt.errors import CommandNotFound, ContainerError
 from minirt.runtime import shim
 from minirt.runtime.stdio import Capture
@@ -23,19 +23,6 @@ from minirt.runtime.stdio import Capture
 RFC3339_NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 
 
-def shims_under(root: str) -> list[int]:
-    """Live shim processes working in a container directory under ``root``."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                if f.read().strip() != "minirt-shim":
-                    continue
-            if os.readlink(f"/proc/{pid}/cwd").startswith(root):
-                found.append(int(pid))
-        except OSError:
-            continue  # gone, or a zombie (no cwd any more)
-    return found
 
 
 @pytest.fixture
@@ -70,13 +57,6 @@ def status_of(state_root, name: str) -> str:
     raise AssertionError(f"{name} not in ps -a: {out}")
 
 
-def dead(pid: int) -> bool:
-    """Gone, or a zombie waiting for the host's init to reap it."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def ns_pid_chain(pid: int) -> list[str]:

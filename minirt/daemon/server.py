@@ -304,7 +304,7 @@ class Request:
         if self._body is None:
             self.check_body_size()
             if self.chunked:
-                self._body = self._read_chunked(self.max_body)
+                self._body = BodyReader(self, self.max_body).read()  # chunked: decoded there
             else:
                 length = self.declared_length or 0
                 self._body = self._conn.rfile.read(length) if length else b""
@@ -312,27 +312,6 @@ class Request:
                     self._conn.close_connection = True
                     raise HTTPError(400, "the request body ended before its Content-Length")
         return self._body
-
-    def _read_chunked(self, limit: int | None) -> bytes:
-        parts, total, rfile = [], 0, self._conn.rfile
-        while True:
-            line = rfile.readline(1024)
-            try:
-                size = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
-                self._conn.close_connection = True
-                raise HTTPError(400, "malformed chunked request body") from None
-            if size == 0:
-                while rfile.readline(1024).strip():  # trailers, then the empty line
-                    pass
-                return b"".join(parts)
-            total += size
-            if limit is not None and total > limit:
-                self._conn.close_connection = True
-                raise HTTPError(413, f"request body too large: more than {limit} bytes, and "
-                                f"minirtd accepts at most {limit} bytes here")
-            parts.append(rfile.read(size))
-            rfile.readline(8)
 
     def json(self, default=None):
         """The body parsed as JSON; ``default`` when there is none; 400 when malformed."""
@@ -658,7 +637,7 @@ class Connection(http.server.BaseHTTPRequestHandler):
         length = request.headers.get("Content-Length")
         try:
             if request.chunked:
-                request._read_chunked(DRAIN_LIMIT)
+                BodyReader(request, DRAIN_LIMIT).read()
             elif length and int(length) > 0:
                 if int(length) > DRAIN_LIMIT:
                     self.close_connection = True
