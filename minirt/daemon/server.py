@@ -430,6 +430,8 @@ class BodyReader:
                     pass
                 self.finished = True
                 return b""
+            if self.limit is not None and self.received + size > self.limit:
+                self._too_large()   # refused from the chunk's header, before reading it
             self._left = size
         data = self._rfile.read(min(n, self._left))
         if not data:
@@ -443,10 +445,13 @@ class BodyReader:
             else:
                 self.finished = True
         if self.limit is not None and self.received > self.limit:
-            self._conn.close_connection = True
-            raise HTTPError(413, f"request body too large: more than {self.limit} bytes, and "
-                            f"minirtd accepts at most {self.limit} bytes here")
+            self._too_large()
         return data
+
+    def _too_large(self):
+        self._conn.close_connection = True
+        raise HTTPError(413, f"request body too large: more than {self.limit} bytes, and "
+                        f"minirtd accepts at most {self.limit} bytes here")
 
     def drain(self, limit: int) -> bool:
         """Read and drop up to ``limit`` more bytes; True when the body is then all read."""
