@@ -152,6 +152,12 @@ RUN_FLAGS = [
     (("--pids-limit",), "pids_limit", "value", "N", "most processes at once, e.g. 32"),
     (("-i", "--interactive"), "interactive", "switch", None, "keep stdin open"),
     (("-t", "--tty"), "tty", "switch", None, "allocate a pseudo-terminal"),
+    (("--network",), "network", "value", "bridge|none|host|NAME",
+     "the container's network (default bridge as root, none without)"),
+    (("-p", "--publish"), "publish", "append", "[IP:]HOSTPORT:PORT",
+     "publish a container's port on the host (127.0.0.1 unless an IP is given)"),
+    (("--ip",), "ip", "value", "ADDRESS", "the container's address on a user-defined network"),
+    (("--dns",), "dns", "append", "ADDRESS", "a nameserver for the container's resolv.conf"),
     (("--storage",), "storage", "value", "overlay|copy",
      "root filesystem: overlay (default) or a full copy"),
     (("--trace",), "trace", "optional", "table|json",
@@ -387,6 +393,7 @@ def cmd_run(args) -> int:
         hostname=args.hostname, env=args.env, workdir=args.workdir, volumes=args.volume,
         memory=args.memory, cpus=args.cpus, pids_limit=args.pids_limit, tty=args.tty,
         stdin=args.interactive, storage=args.storage, trace=bool(args.trace),
+        network=args.network, ip=args.ip, publish=args.publish, dns=args.dns,
         notice=lambda text: print(f"minirt: {text}", file=sys.stderr))
     if args.trace:
         print_trace(result.trace, args.trace)
@@ -673,6 +680,16 @@ def cmd_registry(args) -> int:
     return commands.run(args)
 
 
+def network_arguments(command) -> None:
+    from .network import commands
+    commands.describe(command)
+
+
+def cmd_network(args) -> int:
+    from .network import commands
+    return commands.run(args)
+
+
 def cmd_rmi(args) -> int:
     engine = engine_for(args)
     for name in args.images:
@@ -868,7 +885,8 @@ def container_options(args) -> dict:
     """``run``/``create`` flags as ``Engine.create_spec`` keywords."""
     return dict(name=args.name, hostname=args.hostname, env=args.env, workdir=args.workdir,
                 volumes=args.volume, memory=args.memory, cpus=args.cpus,
-                pids_limit=args.pids_limit, storage=args.storage)
+                pids_limit=args.pids_limit, storage=args.storage, network=args.network,
+                ip=args.ip, publish=args.publish, dns=args.dns)
 
 
 def cmd_create(args, start: bool = False) -> int:
@@ -1198,6 +1216,7 @@ COMMANDS = {
                "serve the Docker Engine API on a Unix socket (minirtd)"),
     "registry": (registry_arguments, cmd_registry,
                  "the lab's local registry (CNCF Distribution): start, stop, status"),
+    "network": (network_arguments, cmd_network, "networks: create, ls, rm, inspect"),
 }
 
 

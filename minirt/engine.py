@@ -81,8 +81,12 @@ class Engine:
     def create_spec(self, image: str, command=None, *, name=None, hostname=None, env=None,
                     workdir=None, volumes=(), memory=None, cpus=None, pids_limit=None,
                     tty=False, stdin=False, storage=None, entrypoint=None,
-                    labels=None) -> ContainerSpec:
+                    labels=None, network=None, ip=None, publish=(), dns=()) -> ContainerSpec:
         """Check every argument and build the spec; nothing is written yet.
+
+        ``network`` is ``--network`` (bridge, none, host or a network's name;
+        default: ``network.sandbox.default_mode()``), ``publish`` the ``-p``
+        values (strings or ``PortMapping``), ``dns`` the ``--dns`` servers.
 
         ``entrypoint`` (a list) replaces the image's Entrypoint, and then, as in
         docker, the image's Cmd is not used either (``[]`` clears both)."""
@@ -91,6 +95,7 @@ class Engine:
             self._check_name_free(name)
         parsed_volumes = [parse_volume(v) if isinstance(v, str) else v for v in volumes]
         parsed_env = parse_env(env)
+        network, ports = self._network_options(network, ip, publish)
         found = self.images.run_plan(image)
         config = found.run_config
         argv = list(command) if command else []
@@ -107,13 +112,30 @@ class Engine:
             "overlay" if rootfs.overlay_supported() else "copy")
         if storage not in ("overlay", "copy"):
             raise UsageError(f"unknown storage {storage!r}: use overlay or copy")
+        namespaces = container_namespaces()
+        if network == "host":  # the host's network stack, and so (as docker) its hostname
+            namespaces = tuple(n for n in namespaces if n != "net")
+            hostname = hostname or os.uname().nodename
         return ContainerSpec(
             id=container_id, layers=found.layers, command=argv,
             env={**image_env, **parsed_env}, workdir=workdir or config.get("WorkingDir") or "/",
             hostname=hostname or container_id[:12], volumes=parsed_volumes, limits=limits,
             tty=tty, stdin=stdin, storage=storage, name=name or container_id[:12],
-            image=found.name, image_id=found.image_id, namespaces=container_namespaces(),
-            labels={str(k): str(v) for k, v in (labels or {}).items()})
+            image=found.name, image_id=found.image_id, namespaces=namespaces,
+            labels={str(k): str(v) for k, v in (labels or {}).items()},
+            network=network, ip=ip or "", ports=ports, dns=[str(d) for d in dns or ()])
+
+    def _network_options(self, network, ip, publish) -> tuple[str, list[dict]]:
+        """``--network``, ``--ip`` and ``-p`` checked together: (mode, [port mapping])."""
+        from .network import sandbox
+        network = network or sandbox.default_mode()
+        mappings = []
+        if publish:
+            from .network.proxy import PortMapping, parse_publish
+            mappings = [p if isinstance(p, PortMapping) else parse_publish(str(p))
+                        for p in publish]
+        sandbox.check_mode(self.root, network, ip, mappings, rootless=os.geteuid() != 0)
+        return network, [m.to_dict() for m in mappings]
 
     def _check_name_free(self, name: str) -> None:
         """Docker's rule: a name is [a-zA-Z0-9][a-zA-Z0-9_.-]* and used by one container."""
@@ -184,7 +206,8 @@ class Engine:
             cgroup = self.cgroups.cgroup(container["id"])
             cgroup.kill_all()
             cgroup.remove()
-            directory = os.path.join(self.containers_dir, container["id"])
+            from .network import sandbox
+            sandbox.teardown(self.root, directory)  # its proxy, veth and address
             if container.get("auto_remove"):
                 remove_tree(directory)
             else:
@@ -195,7 +218,20 @@ class Engine:
                                   error=f"{who} was killed while the container was {status}: "
                                         "the exit code is unknown")
             reaped.append(container["id"])
+        self._release_departed_leases()
         return reaped
+
+    def _release_departed_leases(self) -> None:
+        """Addresses still leased to containers that no longer exist (their minirt was
+        killed between the lease and its record): give them back."""
+        if not os.path.isdir(os.path.join(self.root, "networks")):
+            return
+        from .network import ipam
+        try:
+            alive = os.listdir(self.containers_dir)
+        except FileNotFoundError:
+            alive = []
+        ipam.release_departed(self.root, alive)
 
     def remove_container(self, ref: str, force: bool = False) -> str:
         """``docker rm``: delete a stopped container's directory (``force`` kills it first)."""
@@ -513,6 +549,7 @@ class Engine:
 
     def inspect(self, ref: str) -> dict:
         """``docker inspect`` of a container: its record plus docker's State fields."""
+        from .network import sandbox
         container = self.find_container(ref)
         state = container["state"]
         status = state.get("status", "created")
@@ -533,6 +570,9 @@ class Engine:
                 "StartedAt": state.get("started_at") or never,
                 "FinishedAt": state.get("finished_at") or never,
             },
+            "HostConfig": {"NetworkMode": container.get("network") or "none"},
+            "NetworkSettings": sandbox.inspect_settings(self._container_dir(container),
+                                                        container.get("network") or "none"),
         }
 
     # --- images from containers -------------------------------------------------------
@@ -700,14 +740,19 @@ class Engine:
                     "`minirt doctor` for what still works")
             if notice:
                 notice(proot.LABEL)
+                if spec.ports:
+                    notice("-p is ignored: an emulated container uses the host's network")
             spec.namespaces, spec.storage = (), "copy"
+            spec.network, spec.ports, spec.ip = "host", [], ""
 
     def _make_process(self, spec, container_dir, recorder=NULL_TRACE):
         """The runtime object that will start the container (not started yet)."""
         if not spec.namespaces:
             from .runtime import proot
             return proot.EmulatedProcess(spec, container_dir, recorder)
-        return ContainerProcess(spec, container_dir, self.cgroups, recorder)
+        from .network.sandbox import NetworkSandbox
+        return ContainerProcess(spec, container_dir, self.cgroups, recorder,
+                                network=NetworkSandbox(self.root, spec, container_dir, recorder))
 
     def _write_container(self, container_dir: str, spec: ContainerSpec, remove: bool,
                          shim: bool = False) -> None:

@@ -78,7 +78,7 @@ def engine(state_root, image_store, root_tier):
 
 
 def assert_nothing_left(engine: Engine, timeout: float = 5.0) -> None:
-    """No container dir, no cgroup dir, no mount and no process of ours remains."""
+    """No container dir, cgroup dir, mount, process, veth or address lease of ours remains."""
     deadline = time.monotonic() + timeout
     while True:
         leftovers = {
@@ -86,11 +86,64 @@ def assert_nothing_left(engine: Engine, timeout: float = 5.0) -> None:
             "cgroups": engine.cgroups.leftovers(),
             "mounts": mounts.mount_points_under(engine.root),
             "processes": processes_in_cgroups(),
+            "veths": new_veths(),
+            "leases": leases_under(engine.root),
         }
         if not any(leftovers.values()) or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     assert not any(leftovers.values()), f"left behind: {leftovers}"
+
+
+def host_links(prefix: str = "mrt") -> set[str]:
+    """Names of the host's interfaces starting with ``prefix`` (/sys/class/net: no netlink)."""
+    try:
+        return {n for n in os.listdir("/sys/class/net") if n.startswith(prefix)}
+    except OSError:
+        return set()
+
+
+LINKS_AT_START = host_links()  # an earlier run's or the user's own minirt: not ours
+
+
+def new_veths() -> list[str]:
+    """Container veth ends (``mrt`` + 8 hex) that appeared since the tests started."""
+    return sorted(n for n in host_links() - LINKS_AT_START if not n.startswith("mrtbr-"))
+
+
+def leases_under(root: str) -> dict:
+    """{network: [container ids]} still holding an address under state root ``root``."""
+    import json
+    found = {}
+    directory = os.path.join(root, "networks")
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        if name.endswith(".json"):
+            try:
+                with open(os.path.join(directory, name)) as f:
+                    leases = json.load(f).get("leases") or {}
+            except (OSError, ValueError):
+                continue
+            if leases:
+                found[name[:-5]] = sorted(leases)
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove the bridges the tests' networks made (the default ``bridge`` network's
+    included): like docker0 they outlive their containers, but not the test run."""
+    leftover = sorted(n for n in host_links("mrtbr-") - LINKS_AT_START)
+    if leftover:
+        try:
+            from pyroute2 import IPRoute
+        except ImportError:
+            return
+        with IPRoute() as ipr:
+            for name in leftover:
+                for index in ipr.link_lookup(ifname=name):
+                    try:
+                        ipr.link("del", index=index)
+                    except Exception:
+                        pass
 
 
 def processes_in_cgroups() -> list[int]:

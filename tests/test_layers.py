@@ -14,7 +14,7 @@ from minirt.image.store import tree_size
 def make_changes(engine, name):
     result = engine.run("busybox", ["sh", "-c", "echo hello > /hello; rm /bin/ls; "
                                     "mkdir -p /opt/app && echo v1 > /opt/app/v; "
-                                    "rm -rf /etc && mkdir /etc && echo new > /etc/only"],
+                                    "rm -rf /var && mkdir /var && echo new > /var/only"],
                         remove=False, name=name)
     assert result.exit_code == 0, result.errors
     return result
@@ -26,7 +26,8 @@ def test_diff_lists_added_changed_deleted(engine):
         changes = dict((path, kind) for kind, path in engine.diff("differ"))
         assert changes["/hello"] == "A" and changes["/opt/app/v"] == "A"
         assert changes["/bin/ls"] == "D" and changes["/bin"] == "C"
-        assert changes["/etc"] == "C"
+        assert changes["/var"] == "C"
+        assert not any(p.startswith("/etc") for p in changes), "the init layer is not a change"
     finally:
         engine.remove_container("differ")
 
@@ -39,7 +40,7 @@ def test_commit_makes_an_image_that_carries_the_changes(engine):
         assert image.layers[:-1] == base.layers, "the new image is the old one plus a layer"
         assert engine.run("committed:1").output == "hello\n", "--change set the command"
         check = engine.run("committed:1", ["sh", "-c", "test ! -e /bin/ls && cat /opt/app/v && "
-                                           "ls /etc"])
+                                           "ls /var"])
         assert check.output.split() == ["v1", "only"], "deletion and opaque dir carried over"
         assert engine.run("busybox", ["sh", "-c", "test -e /bin/ls && test ! -e /hello && "
                                       "test -e /etc/passwd && echo intact"]).output == "intact\n"
@@ -49,7 +50,7 @@ def test_commit_makes_an_image_that_carries_the_changes(engine):
             layer_tar.write(f.read())
         layer_tar.seek(0)
         names = tarfile.open(fileobj=layer_tar).getnames()
-        assert "bin/.wh.ls" in names and "etc/.wh..wh..opq" in names, "OCI whiteouts"
+        assert "bin/.wh.ls" in names and "var/.wh..wh..opq" in names, "OCI whiteouts"
         assert engine.images.resolve("committed:1").config["history"][-1]["created_by"] \
             .startswith("minirt commit committer")
     finally:
@@ -64,8 +65,8 @@ def test_export_is_the_merged_filesystem(engine, state_root, tmp_path):
         result = minirt_cli("export", "-o", str(out), "exporter", state_root=state_root)
         assert result.returncode == 0, result.stderr
         names = set(tarfile.open(out).getnames())
-        assert {"hello", "opt/app/v", "bin/busybox", "etc/only"} <= names
-        assert "bin/ls" not in names and "etc/passwd" not in names
+        assert {"hello", "opt/app/v", "bin/busybox", "var/only"} <= names
+        assert "bin/ls" not in names and "var/log" not in names
         assert not [n for n in names if ".wh." in n]
     finally:
         engine.remove_container("exporter")

@@ -64,7 +64,8 @@ def test_leases_survive_a_reload_from_disk(root):
 def test_a_full_subnet_says_it_is_exhausted(root):
     ipam.create_network(root, "tiny", "10.9.9.0/30", host=NO_HOST)
     assert str(ipam.allocate(root, "tiny", "c1")) == "10.9.9.2"  # .0 net, .1 gw, .3 broadcast
-    with pytest.raises(NetworkError, match=r"^subnet 10\.9\.9\.0/30 is exhausted: no free address$"):
+    with pytest.raises(NetworkError, match=r"^subnet 10\.9\.9\.0/30 of network tiny is exhausted: no free "
+                       r"address \(remove a container or use a larger subnet\)$"):
         ipam.allocate(root, "tiny", "c2")
 
 

@@ -5,6 +5,7 @@ A container is mostly a process placed in fresh namespaces: its own process ids
 (net), cgroup root (cgroup) and, for rootless use, user and group ids (user).
 """
 
+import errno
 import os
 
 from . import syscalls
@@ -61,6 +62,43 @@ def can_unshare(names) -> bool:
         finally:
             os._exit(1)
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+def create_held(name: str) -> int:
+    """A new, empty namespace of kind ``name`` that no process is in yet: an open fd to it.
+
+    A namespace lives as long as something refers to it: a process in it, a
+    bind mount of its ``/proc/PID/ns/<name>`` file (``ip netns add``), or an
+    open file descriptor. So a child unshares, the parent opens the child's
+    ``/proc/CHILD/ns/<name>``, and the child exits: the fd alone keeps the
+    namespace alive. Docker prepares a container's network this way, before
+    the container's first process exists; that process then joins it with
+    setns(2). Close the fd to let the namespace go (when nobody is in it).
+    """
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            unshare([name])
+            os.write(ready_w, b"1")
+            os.read(done_r, 1)          # wait until the parent holds the namespace
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise OSError(errno.EPERM, f"a new {name} namespace was refused")
+        return os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(done_w)                # the child reads EOF and exits
+        os.waitpid(pid, 0)
 
 
 def map_to_root(outside_uid: int, outside_gid: int) -> None:

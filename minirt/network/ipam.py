@@ -68,14 +68,18 @@ class Network(Record):
         return cls(data["name"], data["subnet"], data["gateway"], data["bridge"], data.get("leases"))
 
 
-def bridge_name(name: str) -> str:
-    """The bridge interface for network ``name``: ``mrtbr-`` + 8 hex of its hash.
+def bridge_name(name: str, root: str = "") -> str:
+    """The bridge interface for network ``name`` of the state root ``root``:
+    ``mrtbr-`` + 8 hex of a hash of both.
 
     Interface names are at most 15 bytes (IFNAMSIZ - 1), too short for most
     network names, so the name is hashed (docker names its own bridges
-    ``br-`` + 12 hex of the network id for the same reason).
+    ``br-`` + 12 hex of the network id for the same reason). The state root
+    is part of the hash so that two minirt installations (a test run's and
+    yours) never share a bridge, even for networks of the same name.
     """
-    return "mrtbr-" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    key = f"{os.path.realpath(root)}\0{name}" if root else name
+    return "mrtbr-" + hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
 # --- the directory and its lock ------------------------------------------------------
@@ -84,8 +88,9 @@ def networks_dir(root: str) -> str:
     return os.path.join(root, "networks")
 
 
-def _lock(root: str) -> FileLock:
-    """Serialize changes to the networks' files between processes."""
+def locked(root: str) -> FileLock:
+    """Serialize changes to the networks' files between processes (not re-entrant:
+    the functions below take it themselves)."""
     directory = networks_dir(root)
     return FileLock(os.path.join(directory, ".lock"),
                     lambda: os.makedirs(directory, exist_ok=True))
@@ -185,7 +190,7 @@ def create_network(root: str, name: str, subnet: str | None = None, bridge: str 
                                "(network, gateway, one container, broadcast)")
     if host is None:
         host = host_networks()
-    with _lock(root):
+    with locked(root):
         if os.path.exists(path):
             raise NetworkError(f"network with name {name} already exists")
         networks = list_networks(root)
@@ -201,14 +206,14 @@ def create_network(root: str, name: str, subnet: str | None = None, bridge: str 
                 raise NetworkError(f"no free /{DEFAULT_PREFIX} left in {DEFAULT_POOL}: "
                                    "remove a network or give --subnet")
         gateway = next(wanted.hosts())
-        network = Network(name, str(wanted), str(gateway), bridge or bridge_name(name))
+        network = Network(name, str(wanted), str(gateway), bridge or bridge_name(name, root))
         _save(root, network)
         return network
 
 
 def remove_network(root: str, name: str) -> None:
     """Forget network ``name``; refused while a container still holds an address in it."""
-    with _lock(root):
+    with locked(root):
         network = load_network(root, name)
         if network.leases:
             ids = ", ".join(sorted(cid[:12] for cid in network.leases))
@@ -218,33 +223,92 @@ def remove_network(root: str, name: str) -> None:
 
 # --- addresses -------------------------------------------------------------------------
 
-def allocate(root: str, network, container_id: str) -> ipaddress.IPv4Address:
-    """Lease the lowest free address of ``network`` to ``container_id`` (the same one again
-    if it already holds a lease) and save the lease before returning it.
+def allocate(root: str, network, container_id: str, wanted: str | None = None
+             ) -> ipaddress.IPv4Address:
+    """Lease an address of ``network`` to ``container_id`` and save the lease before
+    returning it: ``wanted`` (``--ip``) if given, else the lowest free one (the same
+    one again if it already holds a lease).
 
     The network address, the gateway and the broadcast address are never leased.
     """
-    with _lock(root):
+    with locked(root):
         net = load_network(root, _name_of(network))
-        if container_id in net.leases:
-            return ipaddress.IPv4Address(net.leases[container_id])
-        taken = {ipaddress.IPv4Address(a) for a in net.leases.values()}
+        held = net.leases.get(container_id)
+        if held is not None and wanted in (None, held):
+            return ipaddress.IPv4Address(held)
+        taken = {ipaddress.IPv4Address(a) for cid, a in net.leases.items() if cid != container_id}
         taken.add(ipaddress.IPv4Address(net.gateway))
-        for address in net.ip_network.hosts():  # hosts() skips network and broadcast
-            if address not in taken:
-                break
+        if wanted is not None:
+            address = _check_wanted(net, wanted, taken)
         else:
-            raise NetworkError(f"subnet {net.subnet} is exhausted: no free address")
+            for address in net.ip_network.hosts():  # hosts() skips network and broadcast
+                if address not in taken:
+                    break
+            else:
+                raise NetworkError(f"subnet {net.subnet} of network {net.name} is exhausted: "
+                                   "no free address (remove a container or use a larger subnet)")
         net.leases[container_id] = str(address)
         _save(root, net)
         return address
 
 
+def _check_wanted(net: Network, wanted: str, taken: set) -> ipaddress.IPv4Address:
+    """``--ip ADDRESS``: valid, inside the subnet, not reserved, not someone else's."""
+    try:
+        address = ipaddress.IPv4Address(wanted)
+    except ValueError:
+        raise NetworkError(f"invalid IPv4 address {wanted!r}") from None
+    if address not in net.ip_network:
+        raise NetworkError(f"address {address} is not in network {net.name}'s subnet {net.subnet}")
+    if address in (net.ip_network.network_address, net.ip_network.broadcast_address):
+        raise NetworkError(f"address {address} is the subnet's network or broadcast address")
+    if address in taken:
+        owner = next((cid for cid, a in net.leases.items() if a == str(address)), None)
+        who = f"container {owner[:12]}" if owner else "the gateway (the bridge)"
+        raise NetworkError(f"address {address} is already in use by {who}")
+    return address
+
+
 def release(root: str, network, container_id: str) -> bool:
     """Give back ``container_id``'s address in ``network``. False when it held none."""
-    with _lock(root):
+    with locked(root):
         net = load_network(root, _name_of(network))
         if net.leases.pop(container_id, None) is None:
             return False
         _save(root, net)
         return True
+
+
+def ensure_network(root: str, name: str) -> Network:
+    """``name`` as saved, created (first free subnet) if it does not exist yet: how the
+    default ``bridge`` network appears on first use, as docker0 does."""
+    try:
+        return load_network(root, name)
+    except NetworkError:
+        pass
+    try:
+        return create_network(root, name)
+    except NetworkError:
+        return load_network(root, name)  # another minirt created it meanwhile
+
+
+def leases_of(root: str, container_id: str) -> list[tuple[str, str]]:
+    """``[(network, address)]`` leased to ``container_id``."""
+    return [(net.name, net.leases[container_id]) for net in list_networks(root)
+            if container_id in net.leases]
+
+
+def release_departed(root: str, alive) -> list[tuple[str, str]]:
+    """Release every lease whose container is not in ``alive`` (ids of containers
+    that still exist): what a killed minirt could not give back. Returns
+    ``[(network, container_id)]`` released."""
+    alive, released = set(alive), []
+    with locked(root):
+        for net in list_networks(root):
+            gone = [cid for cid in net.leases if cid not in alive]
+            for cid in gone:
+                del net.leases[cid]
+                released.append((net.name, cid))
+            if gone:
+                _save(root, net)
+    return released

@@ -40,8 +40,10 @@ FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUI
 class ContainerProcess:
     """One running container, seen from the parent."""
 
-    def __init__(self, spec: ContainerSpec, container_dir: str, cgroup_driver, trace=NULL_TRACE):
+    def __init__(self, spec: ContainerSpec, container_dir: str, cgroup_driver, trace=NULL_TRACE,
+                 network=None):
         self.spec = spec
+        self.network = network  # a network.sandbox.NetworkSandbox, or None
         self.container_dir = container_dir
         self.trace = trace
         self.cgroup = cgroup_driver.cgroup(spec.id, trace)
@@ -65,18 +67,25 @@ class ContainerProcess:
         goes on (e.g. writing its records), until ``wait_until_running``.
         """
         self.cgroup.create()
+        netns = None
         try:
             self.cgroup.apply(self.spec.limits)
             rootfs.prepare(self.spec, self.container_dir, self.trace)
+            if self.network is not None:
+                # Its network namespace, made and wired before any process is in it.
+                netns = self.network.create()
             self.channel = Channel()
             self.console_socket = console_socket
             self.helper_pid = traced_fork(self.trace, "helper")
             if self.helper_pid == 0:
-                self._run_helper(self.channel, stdio)  # never returns
+                self._run_helper(self.channel, stdio, netns)  # never returns
             self.channel.close_write()
         except BaseException:
             self.cleanup()
             raise
+        finally:
+            if netns is not None:
+                os.close(netns)  # the helper holds it now (or it goes with the failure)
 
     def wait_until_running(self) -> None:
         """Block until the command has been exec'd, or raise the error set-up hit.
@@ -114,8 +123,9 @@ class ContainerProcess:
             raise kind(failure["message"])
 
     # --- inside the forks ----------------------------------------------------------
-    def _run_helper(self, channel: Channel, stdio) -> None:
-        """The helper process: join the cgroup, unshare, fork the init, reap it."""
+    def _run_helper(self, channel: Channel, stdio, netns: int | None = None) -> None:
+        """The helper process: join the network namespace prepared for it (if any),
+        unshare the others, fork the init, reap it."""
         code = 125
         try:
             for number in FORWARDED_SIGNALS:
@@ -127,6 +137,10 @@ class ContainerProcess:
             # unshares that (see _run_init), so this helper never counts against
             # the container's memory or pids limits.
             early = [n for n in self.spec.namespaces if n != "cgroup"]
+            if netns is not None:
+                with trace.step("setns", flags="CLONE_NEWNET", into="the prepared network"):
+                    namespaces.enter([("net", netns)])
+                early.remove("net")
             if "user" in early:  # rootless: the other namespaces belong to this user namespace
                 from ..kernel import idmap
                 mapping = idmap.for_user()
@@ -214,6 +228,8 @@ class ContainerProcess:
             self.wait()
         self.cgroup.kill_all()
         self.cgroup.remove()
+        if self.network is not None:
+            self.network.teardown()
 
 
 def namespaces_refused(error: OSError, names) -> MinirtError:

@@ -30,6 +30,7 @@ def container_init(spec, container_dir: str, channel, stdio: tuple[int, int, int
     with trace.step("mount", source="none", target="/", fstype="", flags="MS_REC|MS_PRIVATE"):
         mounts.make_private("/")
     root = rootfs.mount_root(spec, container_dir, trace)
+    rootfs.mount_etc_files(container_dir, root, trace)
     rootfs.mount_volumes(spec, root, trace)
     rootfs.mount_system(root, trace, use_mknod=os.geteuid() == 0 and "user" not in spec.namespaces)
     if spec.tty:

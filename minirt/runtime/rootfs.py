@@ -2,6 +2,10 @@
 
 On disk, in the container's directory::
 
+    init/    docker's "init layer": empty /etc/hosts, /etc/hostname and
+             /etc/resolv.conf, the mount points for the container's own copies
+             (``network/etcfiles.py``); the topmost read-only layer, so that
+             they never show up in ``diff`` or ``commit``
     upper/   what the container wrote (overlayfs upper dir): its only own data
     work/    overlayfs scratch space
     rootfs/  where the merged view is mounted (or, without overlayfs, a full copy)
@@ -40,10 +44,22 @@ def prepare(spec, container_dir: str, trace) -> None:
     """Create the container's directories (parent side, before any namespace exists)."""
     for name in ("upper", "work", "rootfs"):
         os.makedirs(os.path.join(container_dir, name), exist_ok=True)
+    if spec.storage == "overlay":
+        make_init_layer(container_dir)
     if spec.storage == "copy":
         with trace.step("copy image layers", dest=root_path(container_dir),
                         layers=len(spec.layers)):
             copy_layers(list(reversed(spec.layers)), root_path(container_dir))
+
+
+def make_init_layer(container_dir: str) -> str:
+    """The init layer: ``init/etc/{hosts,hostname,resolv.conf}``, empty files to mount on."""
+    from ..network import etcfiles
+    etc = os.path.join(container_dir, "init", "etc")
+    os.makedirs(etc, exist_ok=True)
+    for name in etcfiles.FILES:
+        open(os.path.join(etc, name), "a").close()
+    return os.path.dirname(etc)
 
 
 def copy_layers(bottom_first: list[str], dest: str) -> None:
@@ -93,9 +109,11 @@ def mount_root(spec, container_dir: str, trace) -> str:
     root = root_path(container_dir)
     if spec.storage == "overlay":
         upper, work = os.path.join(container_dir, "upper"), os.path.join(container_dir, "work")
+        init = os.path.join(container_dir, "init")
+        lower = ([init] if os.path.isdir(init) else []) + spec.layers
         with trace.step("mount", source="overlay", target=root, fstype="overlay", flags="",
-                        lowerdir=len(spec.layers), upperdir=upper):
-            mounts.overlay(spec.layers, upper, work, root, userxattr="user" in spec.namespaces)
+                        lowerdir=len(lower), upperdir=upper):
+            mounts.overlay(lower, upper, work, root, userxattr="user" in spec.namespaces)
     else:
         with trace.step("mount", source=root, target=root, fstype="", flags="MS_BIND|MS_REC"):
             mounts.bind(root, root)
@@ -130,6 +148,20 @@ def secure_join(root: str, path: str) -> str:
         else:
             resolved.append(part)
     return os.path.join(root, *resolved)
+
+
+def mount_etc_files(container_dir: str, root: str, trace) -> None:
+    """Bind the container's own /etc/hostname, /etc/hosts and /etc/resolv.conf (written
+    by its network sandbox, ``network/etcfiles.py``) over the image's, before the pivot."""
+    from ..network import etcfiles  # standard library only: safe before pivot_root
+    for name in etcfiles.present(container_dir):
+        target = secure_join(root, f"/etc/{name}")
+        if not os.path.lexists(target):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            open(target, "a").close()
+        with trace.step("mount", source=f"{container_dir}/{name}", target=f"/etc/{name}",
+                        fstype="", flags="MS_BIND"):
+            mounts.bind(os.path.join(container_dir, name), target)
 
 
 def mount_volumes(spec, root: str, trace) -> None:

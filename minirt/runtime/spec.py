@@ -23,14 +23,16 @@ class ContainerSpec(Record):
 
     __slots__ = ("id", "layers", "command", "env", "workdir", "hostname", "volumes", "limits",
                  "namespaces", "tty", "stdin", "storage", "name", "image", "image_id", "rlimits",
-                 "labels")
+                 "labels", "network", "ip", "ports", "dns")
 
     def __init__(self, id: str, layers: list[str], command: list[str],
                  env: dict[str, str] | None = None, workdir: str = "/", hostname: str = "",
                  volumes: list[Volume] | None = None, limits: Limits | None = None,
                  namespaces: tuple[str, ...] = CONTAINER_NAMESPACES, tty: bool = False,
                  stdin: bool = False, storage: str = "overlay", name: str = "", image: str = "",
-                 image_id: str = "", rlimits: dict | None = None, labels: dict | None = None):
+                 image_id: str = "", rlimits: dict | None = None, labels: dict | None = None,
+                 network: str = "none", ip: str = "", ports: list | None = None,
+                 dns: list | None = None):
         self.id = id
         self.layers = layers            # image layer directories, top first
         self.command = command          # argv inside the container
@@ -48,6 +50,10 @@ class ContainerSpec(Record):
         self.image_id = image_id        # the config digest: survives re-tagging
         self.rlimits = rlimits or {}    # rootless without cgroups: {"RLIMIT_AS": bytes, ...}
         self.labels = labels or {}      # docker's --label KEY=VALUE: metadata, for filters
+        self.network = network          # --network: "bridge", "none", "host" or a network's name
+        self.ip = ip                    # --ip: a chosen address on a user-defined network
+        self.ports = ports or []        # -p: [PortMapping.to_dict(), ...]
+        self.dns = dns or []            # --dns: nameservers for /etc/resolv.conf
 
     def to_dict(self) -> dict:
         d = super().to_dict()

@@ -41,10 +41,10 @@ def _same(got, wanted) -> bool:
 
 # --- exercise 6.1: sort a diff --------------------------------------------------------
 
-SAMPLE = [("C", "/etc"), ("A", "/etc/app.conf"), ("D", "/etc/hostname"), ("A", "/srv"),
+SAMPLE = [("C", "/etc"), ("A", "/etc/app.conf"), ("D", "/etc/group"), ("A", "/srv"),
           ("A", "/srv/index.html"), ("C", "/tmp")]
 # A container run by the check: what it does, and what its diff must say.
-SCRIPT = "mkdir /srv && echo hi > /srv/hello.txt && rm /etc/hostname && echo x >> /etc/hosts"
+SCRIPT = "mkdir /srv && echo hi > /srv/hello.txt && rm /etc/group && echo x >> /etc/passwd"
 
 
 def check_changes_by_kind(changes_by_kind, engine=None) -> bool:
