@@ -490,7 +490,7 @@ def cmd_ps(args) -> int:
     import time
     engine = engine_for(args)
     engine.reap_stale()
-    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
     for c in sorted(engine.containers(), key=lambda c: c.get("created", 0), reverse=True):
         if not (c["running"] or args.all):
             continue
@@ -501,10 +501,23 @@ def cmd_ps(args) -> int:
         command = " ".join(c["command"])
         created = f"{duration(c.get('created', time.time()))} ago"
         rows.append((c["id"][:12], c["image"], f'"{command[:20]}"', created,
-                     status, c["name"]))
+                     status, ", ".join(published_ports(engine, c)), c["name"]))
     if not args.quiet:
         print_table(rows)
     return 0
+
+
+def published_ports(engine, container: dict) -> list[str]:
+    """docker ps's PORTS: ``127.0.0.1:8080->80/tcp`` for each port a running container
+    publishes (the daemon's list in client mode, the network record in direct mode)."""
+    if "published" in container:
+        return container["published"]
+    if not container["running"] or is_remote(engine):
+        return []
+    from .network import sandbox
+    record = sandbox.load_record(os.path.join(engine.containers_dir, container["id"])) or {}
+    return [f"{p['host_ip']}:{p['host_port']}->{p['container_port']}/{p['protocol']}"
+            for p in record.get("ports", [])]
 
 
 def each_container(args, act) -> int:

@@ -241,6 +241,7 @@ def probe() -> Report:
     ok, why = in_child(_try_pivot_root)
     checks.append(Check("pivot_root", ok, "works" if ok else "refused", why))
     checks += check_cgroup_controllers()
+    checks.append(check_bridge_networking())
     busybox = find_static_busybox()
     checks.append(Check("busybox (static)", busybox is not None, busybox or "not found",
                         "" if busybox else "install busybox-static"))
@@ -255,6 +256,31 @@ def probe() -> Report:
     checks.append(Check("bootable kernel", kernel is not None, kernel or "not found"))
     checks.append(check_kvm())
     return Report(decide_tier(checks), checks)
+
+
+def _try_bridge_and_veth():
+    """In a throwaway network namespace: a bridge and a veth pair, plugged together."""
+    from pyroute2 import IPRoute
+    namespaces.unshare(["net"])
+    with IPRoute() as ipr:
+        ipr.link("add", ifname="probe-br", kind="bridge")
+        ipr.link("add", ifname="probe-a", kind="veth", peer="probe-b")
+        ipr.link("set", index=ipr.link_lookup(ifname="probe-a")[0],
+                 master=ipr.link_lookup(ifname="probe-br")[0])
+
+
+def check_bridge_networking() -> Check:
+    """Can containers get docker's default network here (``--network bridge``)?"""
+    from .network.sandbox import netlink_available
+    if os.geteuid() != 0:
+        return Check("bridge networking", False, "needs root",
+                     "containers get --network none (lo only) or host; bridges and veths "
+                     "need CAP_NET_ADMIN on the host")
+    if not netlink_available():
+        return Check("bridge networking", False, "no pyroute2",
+                     "pip install pyroute2; until then containers get --network none")
+    ok, why = in_child(_try_bridge_and_veth)
+    return Check("bridge networking", ok, "bridge + veth" if ok else "refused", why)
 
 
 def check_subordinate_ids() -> Check:

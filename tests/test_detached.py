@@ -50,7 +50,7 @@ def status_of(state_root, name: str) -> str:
     """The STATUS column of ``minirt ps -a`` for container ``name``."""
     out = cli(state_root, "ps", "-a").stdout.decode().splitlines()
     header, rows = out[0], out[1:]
-    start, end = header.index("STATUS"), header.index("NAMES")
+    start, end = header.index("STATUS"), header.index("PORTS")
     for row in rows:
         if row.split()[-1] == name:
             return row[start:end].strip()

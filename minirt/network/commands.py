@@ -22,6 +22,9 @@ def describe(parser) -> None:
     create = verbs.add_parser("create", help="create a network (a bridge and a subnet)")
     create.add_argument("--subnet", help="e.g. 10.10.0.0/24 (default: a free /24 of "
                         f"{ipam.DEFAULT_POOL})")
+    create.add_argument("--enable-nat", action="store_true",
+                        help="let its containers reach beyond this host (IP forwarding and "
+                        "masquerading; off by default: the lab stays on this machine)")
     create.add_argument("name")
     verbs.add_parser("ls", help="list networks")
     rm = verbs.add_parser("rm", help="remove networks (none may have containers on it)")
@@ -30,14 +33,19 @@ def describe(parser) -> None:
     inspect.add_argument("names", nargs="+", metavar="NETWORK")
 
 
-def create_network(root: str, name: str, subnet: str | None = None) -> ipam.Network:
-    """Record the network and bring its bridge up; nothing is left if either fails."""
+def create_network(root: str, name: str, subnet: str | None = None,
+                   nat: bool = False) -> ipam.Network:
+    """Record the network, bring its bridge up and (``nat``) open its way out; nothing is
+    left if any step fails."""
     from . import bridge
     if name in PREDEFINED:
         raise NetworkError(f"network with name {name} already exists (it is predefined)")
-    network = ipam.create_network(root, name, subnet)
+    network = ipam.create_network(root, name, subnet, nat=nat)
     try:
         bridge.ensure_bridge(network)
+        if nat:
+            from . import nat as outbound
+            outbound.enable(network)
     except BaseException:
         ipam.remove_network(root, name)
         bridge.remove_bridge(network)
@@ -52,6 +60,9 @@ def remove_network(root: str, name: str) -> None:
         raise NetworkError(f"{name} is a pre-defined network and cannot be removed")
     network = ipam.load_network(root, name)
     ipam.remove_network(root, name)  # refuses when it has leases
+    if network.nat:
+        from . import nat
+        nat.disable(network)
     bridge.remove_bridge(network)
 
 
@@ -68,7 +79,8 @@ def network_view(root: str, network: ipam.Network) -> dict:
             pass
         members[cid] = {"Name": name, "IPv4Address": f"{address}/{network.prefixlen}"}
     return {"Name": network.name, "Driver": "bridge", "Subnet": network.subnet,
-            "Gateway": network.gateway, "Bridge": network.bridge, "Containers": members}
+            "Gateway": network.gateway, "Bridge": network.bridge, "OutboundNAT": network.nat,
+            "Containers": members}
 
 
 def run(args) -> int:
@@ -76,7 +88,7 @@ def run(args) -> int:
     from ..paths import state_root
     root = state_root()
     if args.verb == "create":
-        print(create_network(root, args.name, args.subnet).name)
+        print(create_network(root, args.name, args.subnet, nat=args.enable_nat).name)
     elif args.verb == "rm":
         for name in args.names:
             remove_network(root, name)

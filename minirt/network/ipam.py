@@ -46,14 +46,16 @@ _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 class Network(Record):
     """One network: its subnet, the bridge's (gateway's) address, and who holds which address."""
 
-    __slots__ = ("name", "subnet", "gateway", "bridge", "leases")
+    __slots__ = ("name", "subnet", "gateway", "bridge", "leases", "nat")
 
-    def __init__(self, name: str, subnet: str, gateway: str, bridge: str, leases: dict | None = None):
+    def __init__(self, name: str, subnet: str, gateway: str, bridge: str,
+                 leases: dict | None = None, nat: bool = False):
         self.name = name
         self.subnet = subnet        # "172.30.0.0/24"
         self.gateway = gateway      # "172.30.0.1", the bridge's own address
         self.bridge = bridge        # the Linux bridge's interface name (<= 15 chars)
         self.leases = dict(leases or {})  # container id -> "172.30.0.2"
+        self.nat = nat              # --enable-nat: masquerade traffic leaving for the outside
 
     @property
     def ip_network(self) -> ipaddress.IPv4Network:
@@ -65,7 +67,8 @@ class Network(Record):
 
     @classmethod
     def from_dict(cls, data: dict) -> "Network":
-        return cls(data["name"], data["subnet"], data["gateway"], data["bridge"], data.get("leases"))
+        return cls(data["name"], data["subnet"], data["gateway"], data["bridge"],
+                   data.get("leases"), bool(data.get("nat")))
 
 
 def bridge_name(name: str, root: str = "") -> str:
@@ -171,7 +174,7 @@ def _conflict(subnet: ipaddress.IPv4Network, networks: list[Network], host) -> s
 
 
 def create_network(root: str, name: str, subnet: str | None = None, bridge: str | None = None,
-                   host=None) -> Network:
+                   host=None, nat: bool = False) -> Network:
     """Record a new network; pick a free /24 from ``DEFAULT_POOL`` when ``subnet`` is None.
 
     The subnet may overlap no other minirt network and no address already on a
@@ -206,7 +209,8 @@ def create_network(root: str, name: str, subnet: str | None = None, bridge: str 
                 raise NetworkError(f"no free /{DEFAULT_PREFIX} left in {DEFAULT_POOL}: "
                                    "remove a network or give --subnet")
         gateway = next(wanted.hosts())
-        network = Network(name, str(wanted), str(gateway), bridge or bridge_name(name, root))
+        network = Network(name, str(wanted), str(gateway), bridge or bridge_name(name, root),
+                          nat=nat)
         _save(root, network)
         return network
 

@@ -136,6 +136,10 @@ class NetworkSandbox:
                       bridge=network.bridge, names=[spec.hostname, spec.name])
         with trace.step("bridge up", bridge=network.bridge, gateway=network.gateway):
             bridge.ensure_bridge(network)
+        if network.nat:  # after a reboot the rules are gone with the bridge: again
+            from . import nat
+            with trace.step("outbound NAT", subnet=network.subnet):
+                nat.enable(network)
         with trace.step("unshare", flags="CLONE_NEWNET", held_by="fd"):
             try:
                 nsfd = namespaces.create_held("net")
