@@ -158,6 +158,15 @@ RUN_FLAGS = [
      "publish a container's port on the host (127.0.0.1 unless an IP is given)"),
     (("--ip",), "ip", "value", "ADDRESS", "the container's address on a user-defined network"),
     (("--dns",), "dns", "append", "ADDRESS", "a nameserver for the container's resolv.conf"),
+    (("-u", "--user"), "user", "value", "UID[:GID]", "run the command as this user"),
+    (("--read-only",), "read_only", "switch", None, "mount the root filesystem read-only"),
+    (("--cap-add",), "cap_add", "append", "CAP", "a capability beyond docker's default 14"),
+    (("--cap-drop",), "cap_drop", "append", "CAP", "a capability to take away (ALL: every one)"),
+    (("--security-opt",), "security_opt", "append", "OPT",
+     "seccomp=unconfined, or no-new-privileges=false"),
+    (("--privileged",), "privileged", "switch", None,
+     "no hardening: every capability, no seccomp, no masked paths, the host's devices"),
+    (("--ulimit",), "ulimit", "append", "NAME=SOFT[:HARD]", "a resource limit, e.g. nofile=1024"),
     (("--storage",), "storage", "value", "overlay|copy",
      "root filesystem: overlay (default) or a full copy"),
     (("--trace",), "trace", "optional", "table|json",
@@ -394,7 +403,7 @@ def cmd_run(args) -> int:
         memory=args.memory, cpus=args.cpus, pids_limit=args.pids_limit, tty=args.tty,
         stdin=args.interactive, storage=args.storage, trace=bool(args.trace),
         network=args.network, ip=args.ip, publish=args.publish, dns=args.dns,
-        notice=lambda text: print(f"minirt: {text}", file=sys.stderr))
+        **security_options(args), notice=lambda text: print(f"minirt: {text}", file=sys.stderr))
     if args.trace:
         print_trace(result.trace, args.trace)
     if result.oom_killed:
@@ -899,7 +908,14 @@ def container_options(args) -> dict:
     return dict(name=args.name, hostname=args.hostname, env=args.env, workdir=args.workdir,
                 volumes=args.volume, memory=args.memory, cpus=args.cpus,
                 pids_limit=args.pids_limit, storage=args.storage, network=args.network,
-                ip=args.ip, publish=args.publish, dns=args.dns)
+                ip=args.ip, publish=args.publish, dns=args.dns, **security_options(args))
+
+
+def security_options(args) -> dict:
+    """``run``/``create``'s hardening flags as ``Engine.create_spec`` keywords."""
+    return dict(user=args.user, read_only=args.read_only, cap_add=args.cap_add,
+                cap_drop=args.cap_drop, security_opt=args.security_opt,
+                privileged=args.privileged, ulimits=args.ulimit)
 
 
 def cmd_create(args, start: bool = False) -> int:

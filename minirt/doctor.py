@@ -242,6 +242,7 @@ def probe() -> Report:
     checks.append(Check("pivot_root", ok, "works" if ok else "refused", why))
     checks += check_cgroup_controllers()
     checks.append(check_bridge_networking())
+    checks.append(check_seccomp())
     busybox = find_static_busybox()
     checks.append(Check("busybox (static)", busybox is not None, busybox or "not found",
                         "" if busybox else "install busybox-static"))
@@ -281,6 +282,16 @@ def check_bridge_networking() -> Check:
                      "pip install pyroute2; until then containers get --network none")
     ok, why = in_child(_try_bridge_and_veth)
     return Check("bridge networking", ok, "bridge + veth" if ok else "refused", why)
+
+
+def check_seccomp() -> Check:
+    """Can containers get Docker's default seccomp filter (security/seccomp.py)?"""
+    from .security import seccomp
+    if seccomp.available():
+        return Check("seccomp", True, "default filter", "Docker's denied system calls fail "
+                     "with EPERM in containers")
+    return Check("seccomp", False, "unavailable", "pip install pyseccomp (and libseccomp2): "
+                 "until then containers start without a seccomp filter")
 
 
 def check_subordinate_ids() -> Check:

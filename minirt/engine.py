@@ -81,7 +81,9 @@ class Engine:
     def create_spec(self, image: str, command=None, *, name=None, hostname=None, env=None,
                     workdir=None, volumes=(), memory=None, cpus=None, pids_limit=None,
                     tty=False, stdin=False, storage=None, entrypoint=None,
-                    labels=None, network=None, ip=None, publish=(), dns=()) -> ContainerSpec:
+                    labels=None, network=None, ip=None, publish=(), dns=(), privileged=False,
+                    cap_add=(), cap_drop=(), security_opt=(), user=None, read_only=False,
+                    ulimits=()) -> ContainerSpec:
         """Check every argument and build the spec; nothing is written yet.
 
         ``network`` is ``--network`` (bridge, none, host or a network's name;
@@ -96,6 +98,7 @@ class Engine:
         parsed_volumes = [parse_volume(v) if isinstance(v, str) else v for v in volumes]
         parsed_env = parse_env(env)
         network, ports = self._network_options(network, ip, publish)
+        self._check_security_options(cap_add, cap_drop, security_opt)
         found = self.images.run_plan(image)
         config = found.run_config
         argv = list(command) if command else []
@@ -123,7 +126,18 @@ class Engine:
             tty=tty, stdin=stdin, storage=storage, name=name or container_id[:12],
             image=found.name, image_id=found.image_id, namespaces=namespaces,
             labels={str(k): str(v) for k, v in (labels or {}).items()},
-            network=network, ip=ip or "", ports=ports, dns=[str(d) for d in dns or ()])
+            network=network, ip=ip or "", ports=ports, dns=[str(d) for d in dns or ()],
+            privileged=bool(privileged), cap_add=list(cap_add or ()), cap_drop=list(cap_drop or ()),
+            security_opt=list(security_opt or ()), user=user or config.get("User") or "",
+            read_only=bool(read_only), rlimits=parse_ulimits(ulimits))
+
+    @staticmethod
+    def _check_security_options(cap_add, cap_drop, security_opt) -> None:
+        """Unknown capabilities or --security-opt values fail here, before anything starts."""
+        from .security import capabilities, profile
+        for name in list(cap_add or ()) + list(cap_drop or ()):
+            capabilities.normalize(name)
+        profile.parse_security_opts(security_opt)
 
     def _network_options(self, network, ip, publish) -> tuple[str, list[dict]]:
         """``--network``, ``--ip`` and ``-p`` checked together: (mode, [port mapping])."""
@@ -726,7 +740,8 @@ class Engine:
         namespaces) and say so through ``notice``."""
         if self.cgroups.version == 0 and spec.limits != Limits():
             from .kernel import rlimits  # no cgroup to write: rlimits, and say they are weaker
-            spec.rlimits, spec.limits = rlimits.from_limits(spec.limits), Limits()
+            spec.rlimits = {**spec.rlimits, **rlimits.from_limits(spec.limits)}
+            spec.limits = Limits()
             if notice:
                 notice(rlimits.WEAKER)
         if "user" in spec.namespaces and not user_namespaces_allowed():
@@ -989,6 +1004,22 @@ def parse_volume(text: str) -> Volume:
         raise UsageError(f"invalid volume {text!r}: both paths must be absolute")
     return Volume(os.path.abspath(source), os.path.normpath(target),
                   len(parts) == 3 and parts[2] == "ro")
+
+
+def parse_ulimits(ulimits) -> dict:
+    """``--ulimit nofile=1024[:2048]`` -> ``{"RLIMIT_NOFILE": [1024, 2048]}`` (setrlimit(2))."""
+    import resource
+    found = {}
+    for text in ulimits or ():
+        name, _, values = str(text).partition("=")
+        soft, _, hard = values.partition(":")
+        key = "RLIMIT_" + name.strip().upper()
+        if not hasattr(resource, key) or not soft.isdigit() or (hard and not hard.isdigit()):
+            raise UsageError(f"invalid --ulimit {text!r}: use NAME=SOFT[:HARD], e.g. nofile=1024:2048")
+        found[key] = [int(soft), int(hard or soft)]
+        if found[key][0] > found[key][1]:
+            raise UsageError(f"invalid --ulimit {text!r}: the soft limit is above the hard one")
+    return found
 
 
 def parse_env(env) -> dict[str, str]:

@@ -57,7 +57,9 @@ def test_network_none_has_only_loopback_and_it_is_up(engine):
 
 def test_mount_made_inside_is_invisible_outside(engine, state_root, tmp_path):
     flag = tmp_path / "ready"
-    cli = minirt_popen("run", "--rm", "-v", f"{tmp_path}:/shared", "busybox", "sh", "-c",
+    # Mounting needs CAP_SYS_ADMIN, which a container lacks by default (test_hardening).
+    cli = minirt_popen("run", "--rm", "--cap-add", "SYS_ADMIN", "-v", f"{tmp_path}:/shared",
+                       "busybox", "sh", "-c",
                        "mkdir -p /mnt/secret && mount -t tmpfs lab-secret /mnt/secret && "
                        "touch /shared/ready && sleep 30", state_root=state_root)
     try:

@@ -72,9 +72,11 @@ def proc(target: str, readonly: bool = True) -> None:
     syscalls.mount("proc", target, "proc", flags)
 
 
-def sysfs(target: str) -> None:
-    """Mount sysfs read-only: it shows the network devices of our net namespace."""
-    syscalls.mount("sysfs", target, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+def sysfs(target: str, readonly: bool = True) -> None:
+    """Mount sysfs (read-only unless asked): it shows the network devices of our net
+    namespace, and much of the host's hardware."""
+    syscalls.mount("sysfs", target, "sysfs",
+                   MS_NOSUID | MS_NODEV | MS_NOEXEC | (MS_RDONLY if readonly else 0))
 
 
 def tmpfs(target: str, options: str = "mode=755", flags: int = MS_NOSUID) -> None:

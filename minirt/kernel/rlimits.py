@@ -32,8 +32,10 @@ def from_limits(limits) -> dict[str, int]:
     return found
 
 
-def apply(rlimits: dict[str, int]) -> None:
-    """Lower this process's rlimits (inherited by what it execs and forks)."""
+def apply(rlimits: dict) -> None:
+    """Set this process's rlimits (inherited by what it execs and forks): a value is
+    both limits, a [soft, hard] pair (``--ulimit``) each."""
     import resource
     for name, value in rlimits.items():
-        resource.setrlimit(getattr(resource, name), (value, value))
+        soft, hard = value if isinstance(value, (list, tuple)) else (value, value)
+        resource.setrlimit(getattr(resource, name), (soft, hard))

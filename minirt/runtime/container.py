@@ -70,6 +70,8 @@ class ContainerProcess:
         netns = None
         try:
             self.cgroup.apply(self.spec.limits)
+            if not self.spec.privileged:
+                self.cgroup.restrict_devices()
             rootfs.prepare(self.spec, self.container_dir, self.trace)
             if self.network is not None:
                 # Its network namespace, made and wired before any process is in it.

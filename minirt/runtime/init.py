@@ -16,6 +16,8 @@ import stat
 
 from ..errors import CommandNotExecutable, CommandNotFound
 from ..kernel import mounts, netdev, rlimits, syscalls
+from ..security import paths as security_paths
+from ..security import profile as security_profile
 from . import console, rootfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -23,20 +25,29 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 def container_init(spec, container_dir: str, channel, stdio: tuple[int, int, int], trace,
                    console_socket: int = -1) -> None:
-    """Become the container: mounts, pivot_root, hostname, loopback, then exec."""
+    """Become the container: mounts, pivot_root, hostname, loopback, hardening, then exec."""
     syscalls.prctl(syscalls.PR_SET_PDEATHSIG, signal.SIGKILL)  # die if our parent dies
+    profile = security_profile.from_spec(spec)
     if spec.rlimits:
         import resource  # noqa: F401  (an extension module: load it while host files are reachable)
+    if profile.seccomp:
+        from ..security import seccomp  # loads libseccomp: before the host's files go away
+        seccomp.available()
     with trace.step("mount", source="none", target="/", fstype="", flags="MS_REC|MS_PRIVATE"):
         mounts.make_private("/")
     root = rootfs.mount_root(spec, container_dir, trace)
     rootfs.mount_etc_files(container_dir, root, trace)
     rootfs.mount_volumes(spec, root, trace)
-    rootfs.mount_system(root, trace, use_mknod=os.geteuid() == 0 and "user" not in spec.namespaces)
+    rootfs.mount_system(root, trace, use_mknod=os.geteuid() == 0 and "user" not in spec.namespaces,
+                        privileged=spec.privileged)
     if spec.tty:
         with trace.step("open console", device="/dev/pts/ptmx"):
             stdio = make_console(os.path.join(root, "dev"), console_socket)
+    if spec.read_only:
+        security_paths.read_only_root(root, trace)
     mounts.pivot_into(root, trace)
+    if profile.mask_paths:
+        security_paths.apply(trace)
     if "uts" in spec.namespaces and spec.hostname:
         with trace.step("sethostname", hostname=spec.hostname):
             syscalls.sethostname(spec.hostname)
@@ -53,6 +64,8 @@ def container_init(spec, container_dir: str, channel, stdio: tuple[int, int, int
     if spec.rlimits:
         with trace.step("setrlimit", **spec.rlimits):
             rlimits.apply(spec.rlimits)
+    user_env = security_profile.harden(profile, trace)  # the command's last privileges go
+    env.update({key: value for key, value in user_env.items() if key not in spec.env})
     reset_signals()
     with trace.step("close fds", keep="0,1,2"):
         # Only stdin, stdout and stderr may reach the command (runc CVE-2024-21626);

@@ -181,14 +181,21 @@ def mount_volumes(spec, root: str, trace) -> None:
             mounts.bind(volume.source, target, readonly=volume.readonly)
 
 
-def mount_system(root: str, trace, use_mknod: bool = True) -> None:
-    """Mount /proc, /sys and a minimal /dev inside the new root."""
+def mount_system(root: str, trace, use_mknod: bool = True, privileged: bool = False) -> None:
+    """Mount /proc, /sys and a minimal /dev inside the new root.
+
+    /proc is writable, as Docker mounts it: the dangerous parts of it are
+    masked or made read-only one by one after the pivot (``security/paths.py``).
+    /sys is read-only unless ``privileged``, which also gets every host device
+    (a devtmpfs) instead of the minimal /dev.
+    """
     for name in ("proc", "sys", "dev"):
         os.makedirs(os.path.join(root, name), exist_ok=True)
     with trace.step("mount", source="proc", target=f"{root}/proc", fstype="proc",
-                    flags="MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_RDONLY"):
-        mounts.proc(os.path.join(root, "proc"))
+                    flags="MS_NOSUID|MS_NODEV|MS_NOEXEC"):
+        mounts.proc(os.path.join(root, "proc"), readonly=False)
     with trace.step("mount", source="sysfs", target=f"{root}/sys", fstype="sysfs",
-                    flags="MS_NOSUID|MS_NODEV|MS_NOEXEC|MS_RDONLY"):
-        mounts.sysfs(os.path.join(root, "sys"))
-    devices.populate_dev(os.path.join(root, "dev"), use_mknod=use_mknod, trace=trace)
+                    flags="MS_NOSUID|MS_NODEV|MS_NOEXEC" + ("" if privileged else "|MS_RDONLY")):
+        mounts.sysfs(os.path.join(root, "sys"), readonly=not privileged)
+    devices.populate_dev(os.path.join(root, "dev"), use_mknod=use_mknod, trace=trace,
+                         host_devices=privileged and use_mknod)

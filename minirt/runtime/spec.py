@@ -23,7 +23,8 @@ class ContainerSpec(Record):
 
     __slots__ = ("id", "layers", "command", "env", "workdir", "hostname", "volumes", "limits",
                  "namespaces", "tty", "stdin", "storage", "name", "image", "image_id", "rlimits",
-                 "labels", "network", "ip", "ports", "dns")
+                 "labels", "network", "ip", "ports", "dns", "privileged", "cap_add", "cap_drop",
+                 "security_opt", "user", "read_only")
 
     def __init__(self, id: str, layers: list[str], command: list[str],
                  env: dict[str, str] | None = None, workdir: str = "/", hostname: str = "",
@@ -32,7 +33,9 @@ class ContainerSpec(Record):
                  stdin: bool = False, storage: str = "overlay", name: str = "", image: str = "",
                  image_id: str = "", rlimits: dict | None = None, labels: dict | None = None,
                  network: str = "none", ip: str = "", ports: list | None = None,
-                 dns: list | None = None):
+                 dns: list | None = None, privileged: bool = False, cap_add: list | None = None,
+                 cap_drop: list | None = None, security_opt: list | None = None, user: str = "",
+                 read_only: bool = False):
         self.id = id
         self.layers = layers            # image layer directories, top first
         self.command = command          # argv inside the container
@@ -54,6 +57,12 @@ class ContainerSpec(Record):
         self.ip = ip                    # --ip: a chosen address on a user-defined network
         self.ports = ports or []        # -p: [PortMapping.to_dict(), ...]
         self.dns = dns or []            # --dns: nameservers for /etc/resolv.conf
+        self.privileged = privileged    # --privileged: no hardening at all (security/)
+        self.cap_add = cap_add or []    # --cap-add NAME: capabilities beyond docker's 14
+        self.cap_drop = cap_drop or []  # --cap-drop NAME
+        self.security_opt = security_opt or []  # seccomp=unconfined, no-new-privileges=false
+        self.user = user                # --user UID[:GID] or NAME[:GROUP]
+        self.read_only = read_only      # --read-only: the root filesystem
 
     def to_dict(self) -> dict:
         d = super().to_dict()

@@ -123,6 +123,10 @@ class Cgroup:
         return sorted(set(self.dirs.values()))
 
     # --- what subclasses provide -----------------------------------------
+    def restrict_devices(self) -> None:
+        """Allow only the container's own few devices (v1's devices controller). cgroup v2
+        has no files for it (runc attaches an eBPF program): here, nothing."""
+
     def apply(self, limits) -> None:
         raise NotImplementedError
 

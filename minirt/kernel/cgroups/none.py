@@ -31,6 +31,9 @@ class NoCgroup:
     def join(self) -> None:
         pass
 
+    def restrict_devices(self) -> None:
+        pass  # rootless: the user namespace refuses mknod, and the host's nodes stay the user's
+
     def procs(self) -> list[int]:
         return []
 

@@ -7,7 +7,10 @@ A container's cgroup is a directory ``minirt/<id>`` in each tree we use:
   counted by ``oom_kill`` in memory.oom_control;
 * ``cpu``:     cpu.cfs_quota_us out of cpu.cfs_period_us (the CFS bandwidth limit);
 * ``cpuacct``: CPU time used, in nanoseconds, in cpuacct.usage;
-* ``pids``:    pids.max, pids.current.
+* ``pids``:    pids.max, pids.current;
+* ``devices``: which device nodes the container may open (devices.deny, devices.allow):
+  the few of its minimal /dev, and none of the host's disks, even through a node it
+  makes itself with mknod (``restrict_devices``).
 """
 
 import os
@@ -17,7 +20,13 @@ from ...trace import NULL_TRACE
 from . import CGROUP_PARENT, cpu_quota, mounted_hierarchies, read_int, read_keyed, write_file
 from .base import Cgroup
 
-CONTROLLERS = ("memory", "cpu", "cpuacct", "pids")
+CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "devices")
+
+# Docker's default device rules: "m" (mknod) of anything, "rw" of /dev/null, zero,
+# full, random, urandom, tty, console, ptmx and the terminals in /dev/pts.
+ALLOWED_DEVICES = ("c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm",
+                   "c 1:9 rwm", "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm",
+                   "c 10:200 rwm")
 
 
 class V1Cgroup(Cgroup):
@@ -44,6 +53,15 @@ class V1Cgroup(Cgroup):
         if limits.pids is not None:
             directory = self._need("pids", "--pids-limit")
             write_file(f"{directory}/pids.max", limits.pids, self.trace)
+
+    def restrict_devices(self) -> None:
+        """Deny every device, then allow Docker's short list (devices.deny / devices.allow)."""
+        directory = self.dirs.get("devices")
+        if directory is None:
+            return
+        write_file(f"{directory}/devices.deny", "a", self.trace)
+        for rule in ALLOWED_DEVICES:
+            write_file(f"{directory}/devices.allow", rule, self.trace)
 
     def _need(self, controller: str, flag: str) -> str:
         if controller not in self.dirs:
