@@ -47,8 +47,8 @@ CONTAINER_IFNAME = "eth0"
 
 
 def _ipr():
-    from pyroute2 import IPRoute  # imported late: ``minirt run --network none`` never pays for it
-    return IPRoute()
+    from .netlink import route_socket
+    return route_socket()
 
 
 def host_ifname(container_id: str) -> str:

@@ -146,9 +146,9 @@ def host_networks() -> list[tuple[str, ipaddress.IPv4Interface]]:
 
     Read through netlink (RTM_GETADDR, what ``ip -4 addr`` prints).
     """
-    from pyroute2 import IPRoute
+    from .netlink import route_socket
     found = []
-    with IPRoute() as ipr:
+    with route_socket() as ipr:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
         for addr in ipr.get_addr(family=2):  # AF_INET
             address = addr.get_attr("IFA_LOCAL") or addr.get_attr("IFA_ADDRESS")
