@@ -131,7 +131,10 @@ def leases_under(root: str) -> dict:
 def pytest_sessionfinish(session, exitstatus):
     """Remove the bridges the tests' networks made (the default ``bridge`` network's
     included): like docker0 they outlive their containers, but not the test run."""
-    leftover = sorted(n for n in host_links("mrtbr-") - LINKS_AT_START)
+    # Only port-less ones: a bridge with ports belongs to containers still running (another
+    # test session's, on a shared machine), and is left to its owner.
+    leftover = sorted(n for n in host_links("mrtbr-") - LINKS_AT_START
+                      if not os.listdir(f"/sys/class/net/{n}/brif"))
     if leftover:
         try:
             from pyroute2 import IPRoute

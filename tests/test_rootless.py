@@ -89,6 +89,24 @@ def test_an_ordinary_user_runs_an_isolated_container(nobody_root):
     assert not mounts.mount_points_under(nobody_root)
 
 
+def test_rootless_networks_none_by_default_host_on_request_bridge_refused(nobody_root):
+    """Without root: lo only by default; the host's interfaces with --network host (its
+    /sys borrowed: a user namespace may not mount sysfs for a network it does not own);
+    a bridge refused in one line, hardening still applied."""
+    default = as_nobody(nobody_root, "run", "--rm", "busybox", "sh", "-c",
+                        "ls /sys/class/net; grep -E 'NoNewPrivs|CapBnd' /proc/self/status")
+    assert default.returncode == 0, default.stderr
+    # (No seccomp line: this copy runs on the system's Python, without pyseccomp.)
+    assert default.stdout.split() == ["lo", "CapBnd:", "00000000a80425fb", "NoNewPrivs:", "1"]
+    host = as_nobody(nobody_root, "run", "--rm", "--network", "host", "busybox", "ls",
+                     "/sys/class/net")
+    assert host.returncode == 0, host.stderr
+    assert sorted(host.stdout.split()) == sorted(os.listdir("/sys/class/net"))
+    bridged = as_nobody(nobody_root, "run", "--rm", "--network", "bridge", "busybox", "true")
+    assert bridged.returncode == 125 and len(bridged.stderr.splitlines()) == 1
+    assert "--network bridge needs root" in bridged.stderr
+
+
 def test_without_a_cgroup_limits_fall_back_to_rlimits_and_say_so(nobody_root):
     grab = ["dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1"]
     result = as_nobody(nobody_root, "run", "--rm", "-m", "64m", "busybox", *grab)

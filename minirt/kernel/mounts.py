@@ -63,7 +63,18 @@ def bind(source: str, target: str, readonly: bool = False, recursive: bool = Tru
     """
     syscalls.mount(source, target, "", MS_BIND | (MS_REC if recursive else 0))
     if readonly:
-        syscalls.mount("none", target, "", MS_BIND | MS_REMOUNT | MS_RDONLY)
+        remount_read_only(target)
+
+
+def remount_read_only(target: str) -> None:
+    """Make the mount at ``target`` read-only (only that mount: MS_BIND|MS_REMOUNT).
+
+    The flags it already has (nosuid, nodev, noexec) are repeated: in a user
+    namespace the kernel refuses a remount that would clear them (they are
+    "locked" by whoever mounted them first). statvfs's ST_* equal the MS_* bits.
+    """
+    kept = os.statvfs(target).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    syscalls.mount("none", target, "", MS_BIND | MS_REMOUNT | MS_RDONLY | kept)
 
 
 def proc(target: str, readonly: bool = True) -> None:

@@ -75,14 +75,14 @@ def is_bridged(mode: str) -> bool:
 def check_mode(root: str, mode: str, ip: str | None, ports, rootless: bool) -> None:
     """Refuse, with a reason, what ``--network``, ``--ip`` and ``-p`` cannot do together."""
     if is_bridged(mode):
-        if not netlink_available():
-            raise NetworkError(f"--network {mode} needs pyroute2, the netlink library minirt "
-                               "drives bridges and veths with: pip install pyroute2 (or use "
-                               "--network none or host)")
         if rootless:
             raise NetworkError(f"--network {mode} needs root: bridges and veth pairs need "
                                "CAP_NET_ADMIN on the host; without root use --network none "
                                "(lo only) or --network host")
+        if not netlink_available():
+            raise NetworkError(f"--network {mode} needs pyroute2, the netlink library minirt "
+                               "drives bridges and veths with: pip install pyroute2 (or use "
+                               "--network none or host)")
         if mode != DEFAULT_NETWORK:
             from . import ipam
             ipam.load_network(root, mode)  # "network NAME not found"

@@ -39,7 +39,8 @@ def container_init(spec, container_dir: str, channel, stdio: tuple[int, int, int
     rootfs.mount_etc_files(container_dir, root, trace)
     rootfs.mount_volumes(spec, root, trace)
     rootfs.mount_system(root, trace, use_mknod=os.geteuid() == 0 and "user" not in spec.namespaces,
-                        privileged=spec.privileged)
+                        privileged=spec.privileged,
+                        borrow_sys="user" in spec.namespaces and "net" not in spec.namespaces)
     if spec.tty:
         with trace.step("open console", device="/dev/pts/ptmx"):
             stdio = make_console(os.path.join(root, "dev"), console_socket)

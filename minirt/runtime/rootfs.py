@@ -181,7 +181,8 @@ def mount_volumes(spec, root: str, trace) -> None:
             mounts.bind(volume.source, target, readonly=volume.readonly)
 
 
-def mount_system(root: str, trace, use_mknod: bool = True, privileged: bool = False) -> None:
+def mount_system(root: str, trace, use_mknod: bool = True, privileged: bool = False,
+                 borrow_sys: bool = False) -> None:
     """Mount /proc, /sys and a minimal /dev inside the new root.
 
     /proc is writable, as Docker mounts it: the dangerous parts of it are
@@ -194,8 +195,15 @@ def mount_system(root: str, trace, use_mknod: bool = True, privileged: bool = Fa
     with trace.step("mount", source="proc", target=f"{root}/proc", fstype="proc",
                     flags="MS_NOSUID|MS_NODEV|MS_NOEXEC"):
         mounts.proc(os.path.join(root, "proc"), readonly=False)
-    with trace.step("mount", source="sysfs", target=f"{root}/sys", fstype="sysfs",
-                    flags="MS_NOSUID|MS_NODEV|MS_NOEXEC" + ("" if privileged else "|MS_RDONLY")):
-        mounts.sysfs(os.path.join(root, "sys"), readonly=not privileged)
+    if borrow_sys:
+        # A user namespace may mount sysfs only if it owns the network namespace; with
+        # the host's network (rootless --network host) it does not: bind the host's /sys.
+        with trace.step("mount", source="/sys", target=f"{root}/sys", fstype="",
+                        flags="MS_BIND|MS_REC then MS_REMOUNT|MS_RDONLY"):
+            mounts.bind("/sys", os.path.join(root, "sys"), readonly=True)
+    else:
+        with trace.step("mount", source="sysfs", target=f"{root}/sys", fstype="sysfs",
+                        flags="MS_NOSUID|MS_NODEV|MS_NOEXEC" + ("" if privileged else "|MS_RDONLY")):
+            mounts.sysfs(os.path.join(root, "sys"), readonly=not privileged)
     devices.populate_dev(os.path.join(root, "dev"), use_mknod=use_mknod, trace=trace,
                          host_devices=privileged and use_mknod)

@@ -20,7 +20,7 @@ skips both, and the lab's escape tests show what each one stops.
 
 import os
 
-from ..kernel import syscalls
+from ..kernel import mounts, syscalls
 
 # runc's defaults (libcontainer/specconv/example.go), as Docker uses them.
 MASKED = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -42,24 +42,11 @@ def mask(path: str) -> bool:
 
 
 def make_read_only(path: str) -> bool:
-    """Bind ``path`` onto itself and remount that bind read-only. False when absent.
-
-    The remount must repeat the flags the mount already has (nosuid, nodev,
-    noexec on /proc): in a user namespace the kernel refuses to clear them.
-    """
+    """Bind ``path`` onto itself and remount that bind read-only. False when absent."""
     if not os.path.lexists(path):
         return False
-    syscalls.mount(path, path, "", syscalls.MS_BIND | syscalls.MS_REC)
-    kept = _locked_flags(path)
-    syscalls.mount(path, path, "", syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY
-                   | kept)
+    mounts.bind(path, path, readonly=True)
     return True
-
-
-def _locked_flags(path: str) -> int:
-    """nosuid/nodev/noexec of the mount holding ``path`` (statvfs's ST_* equal MS_*)."""
-    flag = os.statvfs(path).f_flag
-    return flag & (syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC)
 
 
 def apply(trace, masked=MASKED, read_only=READ_ONLY) -> None:
@@ -81,5 +68,4 @@ def read_only_root(root: str, trace) -> None:
     # flags of that one mount, not of the filesystem under it.
     with trace.step("mount", source=root, target=root, fstype="",
                     flags="MS_BIND|MS_REMOUNT|MS_RDONLY"):
-        syscalls.mount(root, root, "", syscalls.MS_BIND | syscalls.MS_REMOUNT |
-                       syscalls.MS_RDONLY | _locked_flags(root))
+        mounts.remount_read_only(root)
