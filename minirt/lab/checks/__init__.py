@@ -10,7 +10,8 @@ tests can show that the reference solutions (``notebooks/solutions/``) pass
 and wrong answers fail.
 
 One module per notebook: ``start``, ``deployment``, ``namespaces``, ``cgroups``,
-``vms``, ``layers``, ``lifecycle``, ``registries``, ``daemon``; ``child`` runs code in a throw-away process.
+``vms``, ``layers``, ``lifecycle``, ``registries``, ``daemon``, ``networking``; ``child`` runs
+code in a throw-away process.
 """
 
 from .verdict import Verdict, run_check
