@@ -46,20 +46,6 @@ def note(verdict, text: str) -> None:
     verdict.lines.append(f"  · {text}")
 
 
-def netlink(action, *args, **kwargs):
-    """``action(*args, **kwargs)`` in a helper thread; its result (or its exception).
-
-    pyroute2's synchronous calls run an asyncio event loop of their own, and
-    one cannot be started in a thread whose loop is already running, which
-    is the case of a Jupyter cell. Anything that reaches netlink (creating or
-    removing a network, a foreground ``Engine.run`` on a bridge) goes
-    through here.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(action, *args, **kwargs).result()
-
-
 def live_part_unavailable(tier: str | None) -> str:
     """Why the real-network part of a check cannot run here ("" when it can)."""
     if tier is None:
@@ -443,7 +429,7 @@ class CheckNetwork:
         from ...network import commands
         cleanup(self.engine)   # a leftover of an interrupted check of this process
         try:
-            network = netlink(commands.create_network, self.engine.root, self.name)
+            network = commands.create_network(self.engine.root, self.name)
             self.bridge = network.bridge
             made_interfaces.add(network.bridge)
             for letter in "abcdefgh"[:self.count]:
@@ -502,7 +488,7 @@ def cleanup(engine=None) -> list[str]:
                 pass
     if any(n.name == prefix for n in ipam.list_networks(engine.root)):
         try:
-            netlink(commands.remove_network, engine.root, prefix)
+            commands.remove_network(engine.root, prefix)
             removed.append(f"network {prefix}")
         except MinirtError:
             pass
@@ -510,4 +496,4 @@ def cleanup(engine=None) -> list[str]:
 
 
 __all__ = ["check_parse_publish", "check_next_address", "check_hosts_file", "check_bridge_of",
-           "cleanup", "netlink"]
+           "cleanup"]
