@@ -92,18 +92,20 @@ def host_disk(marker: str, major: int, minor: int, fstype: str):
 
 def kernel_log():
     """A character device the container has no node for: make one (mknod keeps working by
-    default, as in Docker), then try to read the host's kernel log through it."""
+    default, as in Docker), then try to open the host's kernel log through it."""
     node = "/tmp/kmsg"
     try:
         os.mknod(node, 0o600 | 0o020000, os.makedev(1, 11))  # S_IFCHR, /dev/kmsg
     except FileExistsError:
         pass
     try:
-        fd = os.open(node, os.O_RDONLY | os.O_NONBLOCK)
+        # For writing: reading it also needs CAP_SYSLOG, which would hide what the device
+        # rules do. Nothing is written.
+        fd = os.open(node, os.O_WRONLY | os.O_NONBLOCK)
     except OSError as e:
         return (False, f"open refused ({errname(e.errno)})")
     os.close(fd)
-    return (True, "opened the host's kernel log")
+    return (True, "opened the host's kernel log for writing")
 
 
 def load_module():
@@ -197,7 +199,7 @@ def main() -> None:
     results = {
         "chroot escape": in_child(lambda: chroot_escape(marker)),
         "mount the host disk": in_child(lambda: host_disk(marker, int(major), int(minor), fstype)),
-        "read the kernel log via mknod": in_child(kernel_log),
+        "open the kernel log via mknod": in_child(kernel_log),
         "load a kernel module": in_child(load_module),
         "write /proc (sysrq, sys)": in_child(write_proc),
         "ptrace another process": in_child(ptrace_sibling),

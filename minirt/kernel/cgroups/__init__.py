@@ -137,7 +137,7 @@ def mounted_hierarchies() -> dict[str, str]:
                 found.setdefault("unified", fields[4])
             elif tail[0] == "cgroup":
                 for option in tail[2].split(","):
-                    if option in ("memory", "cpu", "cpuacct", "pids", "cpuset", "freezer"):
+                    if option in ("memory", "cpu", "cpuacct", "pids", "cpuset", "freezer", "devices"):
                         found.setdefault(option, fields[4])
     return found
 

@@ -59,9 +59,9 @@ class V1Cgroup(Cgroup):
         directory = self.dirs.get("devices")
         if directory is None:
             return
-        write_file(f"{directory}/devices.deny", "a", self.trace)
+        write_file(f"{directory}/devices.deny", "a", self.trace, step="device rule")
         for rule in ALLOWED_DEVICES:
-            write_file(f"{directory}/devices.allow", rule, self.trace)
+            write_file(f"{directory}/devices.allow", rule, self.trace, step="device rule")
 
     def _need(self, controller: str, flag: str) -> str:
         if controller not in self.dirs:
