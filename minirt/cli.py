@@ -81,7 +81,7 @@ DEFAULT_SOCKET = "/run/minirt/minirt.sock"  # as root; daemon/server.py's defaul
 REMOTE_COMMANDS = {"run", "create", "start", "attach", "stop", "restart", "kill", "wait",
                    "logs", "exec", "top", "rm", "ps", "images", "commit", "pull", "push",
                    "rmi", "tag", "inspect", "version"}
-LOCAL_COMMANDS = {"daemon", "doctor", "login", "logout", "registry", "lab"}
+LOCAL_COMMANDS = {"daemon", "doctor", "login", "logout", "registry", "lab", "exercise"}
 
 
 def global_options(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -374,8 +374,11 @@ def inspect_arguments(inspect) -> None:
 
 
 def system_arguments(system) -> None:
-    system.add_argument("what", choices=["df"], help="df: disk used by images, and what sharing saved")
+    system.add_argument("what", choices=["df", "prune"], help="df: disk used by images, and what "
+                        "sharing saved; prune: remove stopped containers, dangling blobs and "
+                        "layers, the build cache and what crashes left (see minirt/system.py)")
     system.add_argument("-v", "--verbose", action="store_true", help="one line per image")
+    system.add_argument("-f", "--force", action="store_true", help="prune: do not ask first")
 
 
 def doctor_arguments(doctor) -> None:
@@ -702,6 +705,16 @@ def cmd_registry(args) -> int:
     return commands.run(args)
 
 
+def exercise_arguments(command) -> None:
+    from . import exercises
+    exercises.arguments(command)
+
+
+def cmd_exercise(args) -> int:
+    from . import exercises
+    return exercises.run(args)
+
+
 def network_arguments(command) -> None:
     from .network import commands
     commands.describe(command)
@@ -710,6 +723,19 @@ def network_arguments(command) -> None:
 def cmd_network(args) -> int:
     from .network import commands
     return commands.run(args)
+
+
+def bundle_arguments(bundle) -> None:
+    bundle.add_argument("container")
+    bundle.add_argument("directory", help="where to write config.json and rootfs/ "
+                        "(new, or an empty directory)")
+
+
+def cmd_bundle(args) -> int:
+    from .engine import Engine
+    from .runtime.bundle import write_bundle
+    print(write_bundle(Engine(), args.container, args.directory))
+    return 0
 
 
 def cmd_rmi(args) -> int:
@@ -771,6 +797,9 @@ def cmd_inspect(args) -> int:
 
 def cmd_system(args) -> int:
     from .engine import Engine
+    if args.what == "prune":
+        from . import system
+        return system.command(Engine(), args.force)
     usage = Engine().images.disk_usage()
     print_table([("TYPE", "TOTAL", "SIZE", "SAVED BY SHARING"),
                  ("Images", str(len(usage["images"])), human_size(usage["total"]),
@@ -1231,7 +1260,8 @@ COMMANDS = {
     "tag": (tag_arguments, cmd_tag, "give an image another name"),
     "history": (one_image, cmd_history, "the layers of an image"),
     "inspect": (inspect_arguments, cmd_inspect, "images or containers, as JSON"),
-    "system": (system_arguments, cmd_system, "system df: disk used, and saved by sharing"),
+    "system": (system_arguments, cmd_system,
+               "system df: disk used, and saved by sharing; system prune: remove what is unused"),
     "import": (import_arguments, cmd_import,
                "create an image from a flat root filesystem tarball"),
     "init": (no_arguments, cmd_init, "prepare the state directory and build busybox:latest "
@@ -1246,6 +1276,9 @@ COMMANDS = {
     "registry": (registry_arguments, cmd_registry,
                  "the lab's local registry (CNCF Distribution): start, stop, status"),
     "network": (network_arguments, cmd_network, "networks: create, ls, rm, inspect"),
+    "exercise": (exercise_arguments, cmd_exercise,
+                 "exercises: copy minirt, replace one piece, check it (list, start, check)"),
+    "bundle": (bundle_arguments, cmd_bundle, "write a container as an OCI bundle (runc run)"),
 }
 
 

@@ -165,27 +165,34 @@ class Engine:
     def containers(self) -> list[dict]:
         """Every container on disk (running, or exited without --rm): its config plus
         ``state`` (status, pid, exit code) and ``running`` (processes in its cgroup now)."""
-        import json
         found = []
         if os.path.isdir(self.containers_dir):
             for entry in os.listdir(self.containers_dir):
-                directory = os.path.join(self.containers_dir, entry)
-                try:
-                    with open(os.path.join(directory, "config.json")) as f:
-                        config = json.load(f)
-                except (OSError, ValueError):
-                    continue  # being created or removed right now
-                try:
-                    with open(os.path.join(directory, "state.json")) as f:
-                        config["state"] = json.load(f)
-                except (OSError, ValueError):
-                    config["state"] = {"status": "created"}
-                # Processes in its cgroup; rootless (no cgroup), its owner still waiting on it.
-                config["running"] = bool(self.cgroups.cgroup(config["id"]).procs()) or (
-                    config["state"].get("status") == "running"
-                    and process_alive(config.get("owner")))
-                found.append(config)
+                config = self._load_container(entry)
+                if config is not None:
+                    found.append(config)
         return found
+
+    def _load_container(self, entry: str) -> dict | None:
+        """One container of ``containers()``, by its directory's name (its id); None if
+        it has no readable record (being created or removed right now)."""
+        import json
+        directory = os.path.join(self.containers_dir, entry)
+        try:
+            with open(os.path.join(directory, "config.json")) as f:
+                config = json.load(f)
+        except (OSError, ValueError):
+            return None
+        try:
+            with open(os.path.join(directory, "state.json")) as f:
+                config["state"] = json.load(f)
+        except (OSError, ValueError):
+            config["state"] = {"status": "created"}
+        # Processes in its cgroup; rootless (no cgroup), its owner still waiting on it.
+        config["running"] = bool(self.cgroups.cgroup(config["id"]).procs()) or (
+            config["state"].get("status") == "running"
+            and process_alive(config.get("owner")))
+        return config
 
     def reap_stale(self) -> list[str]:
         """Finish the cleanup of containers whose owner was killed (SIGKILL): a
@@ -686,6 +693,12 @@ class Engine:
     def find_container(self, ref: str) -> dict:
         """A container by name, full id or unique id prefix (as docker accepts them)."""
         from .errors import ContainerNotFound
+        if len(ref) == 64 and os.sep not in ref and ref not in (".", ".."):
+            # A full id (what the daemon's clients send) first, as docker does: one
+            # container read, not all of them (every request would be O(containers)).
+            config = self._load_container(ref)
+            if config is not None and config.get("id") == ref:
+                return config
         everything = self.containers()
         exact = [c for c in everything if ref in (c.get("name"), c["id"])]
         matches = exact or [c for c in everything if c["id"].startswith(ref)]

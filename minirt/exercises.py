@@ -3,7 +3,8 @@
 An exercise (``exercises/<name>/`` in the lab) is one seam (``seams.py``) to
 write yourself:
 
-    exercise.json   {"title", "seam", "needs": "root"|"rootless"|"any", "minutes"}
+    exercise.json   {"title", "seam", "functions" (default [seam]), "needs":
+                     "root"|"rootless"|"any", "minutes"}
     README.md       the goal, the concept, man pages and specs, how to check
     starter.py      the seam's function, with TODOs and hints
     check.py        STEPS: [(title, step(ctx))]; a step raises Hint("...") when it fails
@@ -81,7 +82,8 @@ def start(name: str, directory: str) -> str:
                         ignore=shutil.ignore_patterns("__pycache__", WIRING))
         shutil.copy(os.path.join(source, "starter.py"), os.path.join(staging, f"{info['seam']}.py"))
         shutil.copy(os.path.join(source, "README.md"), os.path.join(staging, "README.md"))
-        wiring = {"exercise": name, "seams": {info["seam"]: f"../{info['seam']}.py"}}
+        wiring = {"exercise": name, "seams": {function: f"../{info['seam']}.py"
+                                              for function in info.get("functions", [info["seam"]])}}
         with open(os.path.join(staging, "minirt", WIRING), "w") as f:
             json.dump(wiring, f, indent=1)
         if os.path.exists(directory):

@@ -384,17 +384,19 @@ class ImageStore:
         import time
 
         from . import layer as layers
-        self.ensure_layout()
-        fd, tmp = tempfile.mkstemp(dir=os.path.join(self.layout, "blobs", "sha256"), prefix=".tmp-")
-        os.close(fd)
-        try:
-            digest, diff_id, size = layers.pack_directory(rootfs, tmp, reproducible, overlay_markers,
-                                                          id_map)
-            os.chmod(tmp, 0o444)
-            os.rename(tmp, self.blob_path(digest))
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with disk_full(self, f"writing the new layer of {name}"):
+            self.ensure_layout()
+            fd, tmp = tempfile.mkstemp(dir=os.path.join(self.layout, "blobs", "sha256"),
+                                       prefix=".tmp-")
+            os.close(fd)
+            try:
+                digest, diff_id, size = layers.pack_directory(rootfs, tmp, reproducible,
+                                                              overlay_markers, id_map)
+                os.chmod(tmp, 0o444)
+                os.rename(tmp, self.blob_path(digest))
+            except BaseException:
+                os.unlink(tmp)
+                raise
         new_layer = LayerInfo(digest, diff_id, size)
         base_layers = parent.layers if parent else []
         history = list(parent.config.get("history", [])) if parent else []
@@ -407,7 +409,8 @@ class ImageStore:
             "rootfs": {"type": "layers", "diff_ids": [l.diff_id for l in base_layers] + [diff_id]},
             "history": history,
         }
-        return self.add_image(name, config, base_layers + [new_layer])
+        with disk_full(self, f"writing the image {name}"):
+            return self.add_image(name, config, base_layers + [new_layer])
 
     def add_image(self, name: str, config: dict, image_layers: list[LayerInfo]) -> Image:
         """Write config and manifest blobs for layers already stored, and tag them."""
@@ -422,6 +425,27 @@ class ImageStore:
         manifest_digest = self.write_blob(canonical_json(manifest))
         self.tag(name, manifest_digest)
         return self.resolve(name)
+
+
+class disk_full:
+    """Around a write into the store: a full disk (ENOSPC, or EDQUOT: over quota) becomes
+    an ImageError that says so, where, and what to do, instead of a bare OSError.
+    Whatever raised it has already deleted its temp files (BlobWriter, add_rootfs)."""
+
+    def __init__(self, store: "ImageStore", what: str):
+        self.store, self.what = store, what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        import errno
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ImageError(f"no space left on device while {self.what} (state root "
+                             f"{self.store.root}): nothing was stored; free some space "
+                             "(`minirt system prune` removes what nothing uses) and try "
+                             "again") from None
+        return False
 
 
 class RunPlan(Record):

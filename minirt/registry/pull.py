@@ -26,7 +26,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from ..errors import ImageError, RegistryError
 from ..image import platform, reference
 from ..image.archive import CONFIG_TYPES, INDEX_TYPES, LAYER_TYPES, MANIFEST_TYPES
-from ..image.store import BlobWriter, Image, ImageStore
+from ..image.store import BlobWriter, Image, ImageStore, disk_full
 from ..record import Record
 from . import auth, sources
 from .client import Registry
@@ -73,7 +73,12 @@ def pull(store: ImageStore, name: str, progress: Progress | None = None,
     client); None uses the one ``minirt login`` stored, if any.
     """
     ref = reference.parse(name)
-    progress = progress or Progress()
+    with disk_full(store, f"pulling {ref.familiar}"):
+        return _pull(store, ref, progress or Progress(), parallel, credentials)
+
+
+def _pull(store: ImageStore, ref, progress: Progress, parallel: int,
+          credentials: auth.Credentials | None) -> PullResult:
     store.ensure_layout()
     with Registry(ref.registry, [auth.scope(ref.repository, "pull")], credentials) as registry:
         registry.ping()
