@@ -265,7 +265,7 @@ def test_unknown_and_unsupported_endpoints_answer_in_dockers_error_shape(daemon)
     assert set(body) == {"message"}
     status, _, body = daemon.request("POST", "/v1.43/containers/x/pause")
     assert status == 501 and "does not implement" in body["message"]
-    status, _, body = daemon.request("GET", "/v1.43/networks")
+    status, _, body = daemon.request("POST", "/v1.43/networks/bridge/connect")
     assert status == 501
     status, _, body = daemon.request("GET", "/v1.99/version")
     assert status == 400 and "too new" in body["message"]

@@ -285,8 +285,12 @@ def test_docker_cli_run_prints_the_output_and_exits_with_the_code(daemon, client
     assert (piped.returncode, piped.stdout) == (0, "got x\n"), piped.stderr
     missing = docker_cli(daemon, "run", "--rm", "busybox", "no-such-command")
     assert missing.returncode == 127 and "not found" in missing.stderr
-    warned = docker_cli(daemon, "run", "--rm", "-p", "8080:80", "busybox", "true")
-    assert warned.returncode == 0 and "ports are not published" in warned.stderr
+    hardened = docker_cli(daemon, "run", "--rm", "--network", "none", "--user", "65534",
+                          "--cap-drop", "ALL", "--read-only", "--ulimit", "nofile=100:200",
+                          "busybox", "sh", "-c",
+                          "id -u; grep CapBnd /proc/self/status; ulimit -n; touch /x")
+    assert hardened.stdout.split()[:4] == ["65534", "CapBnd:", "0000000000000000", "100"]
+    assert "Read-only file system" in hardened.stderr and hardened.returncode == 1
 
 
 def test_docker_cli_detached_lifecycle(daemon, client):

@@ -5,8 +5,9 @@ Docker concept: the Engine API is the contract between every Docker client
 learns the daemon's API version from its ``API-Version`` header, and from then
 on prefixes its paths with it (``/v1.43/images/json``); the daemon answers in
 the JSON shapes of that version. Errors are always ``{"message": "..."}`` with
-the HTTP status saying what kind: 400 bad request, 404 no such thing, 409
-conflict, 500 the daemon failed, 501 not implemented.
+the HTTP status saying what kind: 400 bad request, 403 forbidden (removing a
+network still in use), 404 no such thing, 409 conflict, 500 the daemon failed,
+501 not implemented.
 
 How to add an endpoint: write ``handler(request, **params)`` and decorate it
 with ``@route(METHOD, PATH_REGEX)``; named groups of the regex arrive as
@@ -42,7 +43,7 @@ from urllib.parse import unquote
 
 from .. import __version__
 from ..errors import (AuthError, ContainerError, ContainerNotFound, ImageNotFound,
-                      MinirtError, UsageError)
+                      MinirtError, NetworkError, UsageError)
 from .events import EventBus, matches
 from .server import HTTPError
 
@@ -56,11 +57,22 @@ ERROR_STATUS = (
     (UsageError, 400),
     (AuthError, 401),        # a registry refused the login
     (ContainerError, 409),   # the container is in the wrong state for this: a conflict
+    (NetworkError, 400),     # unless its words say which kind (NETWORK_STATUS)
     (MinirtError, 500),
+)
+
+# A NetworkError covers several of dockerd's answers; its message says which one.
+NETWORK_STATUS = (
+    ("not found", 404),              # "network lab not found"
+    ("already exists", 409),         # "network with name lab already exists"
+    ("has active endpoints", 403),   # containers are still on it
+    ("pre-defined network", 403),    # bridge, host, none cannot be removed
 )
 
 
 def status_for(error: MinirtError) -> int:
+    if isinstance(error, NetworkError):
+        return next((status for words, status in NETWORK_STATUS if words in str(error)), 400)
     return next(status for kind, status in ERROR_STATUS if isinstance(error, kind))
 
 
@@ -109,8 +121,10 @@ NOT_IMPLEMENTED = [(re.compile(m + r"\Z"), re.compile(p + r"\Z"), what) for m, p
     ("POST", r"/build/(prune|cancel)", "prune or cancel builds"),
     ("GET", r"/distribution/.+/json", "ask a registry about an image"),
     ("POST", r"/session", "a BuildKit session"),
-    ("[A-Z]+", r"/(volumes|networks|swarm|services|nodes|tasks|secrets|configs|plugins)(/.*)?",
-     "volumes, networks, swarm and plugins"),
+    ("POST", r"/networks/[^/]+/(connect|disconnect)",
+     "connect a container to a second network (a minirt container is on one)"),
+    ("[A-Z]+", r"/(volumes|swarm|services|nodes|tasks|secrets|configs|plugins)(/.*)?",
+     "volumes, swarm and plugins"),
 ]]
 
 
@@ -368,7 +382,8 @@ def info(request):
         "Driver": storage_driver(),
         "DriverStatus": [["Layers", os.path.join(engine.root, "layers")]],
         "DockerRootDir": engine.root,
-        "Plugins": {"Volume": [], "Network": ["none"], "Authorization": None, "Log": []},
+        "Plugins": {"Volume": [], "Network": ["bridge", "host", "null"], "Authorization": None,
+                    "Log": []},
         "MemoryLimit": limits_work, "SwapLimit": False, "KernelMemory": False,
         "KernelMemoryTCP": False, "CpuCfsPeriod": limits_work, "CpuCfsQuota": limits_work,
         "CPUShares": False, "CPUSet": False, "PidsLimit": limits_work, "OomKillDisable": False,
@@ -617,13 +632,32 @@ def _mounts(c: dict) -> list[dict]:
              "Propagation": "rprivate"} for v in c.get("volumes") or []]
 
 
+def network_record(engine, c: dict) -> dict | None:
+    """A running container's network as its sandbox recorded it (address, ports), or None."""
+    if not c.get("running"):
+        return None
+    from ..network import sandbox
+    return sandbox.load_record(os.path.join(engine.containers_dir, c["id"]))
+
+
+def _port_summaries(record: dict | None) -> list[dict]:
+    """docker ps's PORTS: each published port, as the proxy bound it (host port 0 resolved)."""
+    return [{"IP": p["host_ip"], "PrivatePort": p["container_port"],
+             "PublicPort": p["host_port"], "Type": p["protocol"]}
+            for p in (record or {}).get("ports") or []]
+
+
 def _container_summary(engine, c: dict) -> dict:
     state, status, _ = _container_state(engine, c)
+    mode = c.get("network") or "none"
+    record = network_record(engine, c)
     return {"Id": c["id"], "Names": ["/" + c["name"]], "Image": c.get("image", ""),
             "ImageID": c.get("image_id", ""), "Command": shlex.join(c.get("command") or []),
-            "Created": int(c.get("created", 0)), "Ports": [], "Labels": c.get("labels") or {},
-            "State": state, "Status": status, "HostConfig": {"NetworkMode": "none"},
-            "NetworkSettings": {"Networks": {}}, "Mounts": _mounts(c)}
+            "Created": int(c.get("created", 0)), "Ports": _port_summaries(record),
+            "Labels": c.get("labels") or {}, "State": state, "Status": status,
+            "HostConfig": {"NetworkMode": mode},
+            "NetworkSettings": {"Networks": {mode: networks.endpoint_settings(mode, record)}},
+            "Mounts": _mounts(c)}
 
 
 def _container_matches(engine, c: dict, filters: dict) -> bool:
@@ -646,6 +680,9 @@ def _container_matches(engine, c: dict, filters: dict) -> bool:
                 c.get("image", "").rpartition(":")[0] == v for v in values):
             return False
         if key == "label" and not _labels_match(c.get("labels") or {}, values):
+            return False
+        if key == "network" and not {c.get("network") or "none",
+                                     networks.network_id(c.get("network") or "none")} & set(values):
             return False
     return True
 
@@ -780,4 +817,5 @@ def echo(request):
 from . import images  # noqa: E402,F401  (registers pull, push, auth, build, history, df)
 from . import containers  # noqa: E402,F401  (create, start, attach, wait, logs, stop, ...)
 from . import archive, stats  # noqa: E402,F401  (docker cp, docker stats)
+from . import networks  # noqa: E402,F401  (docker network create, ls, inspect, rm, prune)
 from . import exec as exec_endpoints  # noqa: E402,F401  (docker exec; not shadowing exec())

@@ -18,9 +18,10 @@ TTY, raw with one (the same framing the shim's attach socket speaks, so the
 CLI's copy loop serves both).
 
 Errors: the daemon's ``{"message": ...}`` becomes the ``MinirtError`` its
-status means (404 ImageNotFound or ContainerNotFound, 409 ContainerError,
-400 UsageError, else MinirtError), so the CLI prints one line and exits 125
-as in direct mode; a daemon nobody answers for is ``DaemonUnreachable``.
+status means (404 ImageNotFound, ContainerNotFound or NetworkError, 409
+ContainerError, 400 UsageError, else MinirtError), so the CLI prints one line
+and exits 125 as in direct mode; a daemon nobody answers for is
+``DaemonUnreachable``.
 
 Reference: Docker Engine API v1.43,
 https://docs.docker.com/reference/api/engine/version/v1.43/
@@ -34,7 +35,7 @@ from urllib.parse import quote, urlencode
 
 from .. import __version__
 from ..errors import (CommandNotExecutable, CommandNotFound, ContainerError,
-                      ContainerNotFound, ImageNotFound, MinirtError, UsageError)
+                      ContainerNotFound, ImageNotFound, MinirtError, NetworkError, UsageError)
 
 API_VERSION = "1.43"
 PREFIX = f"/v{API_VERSION}"
@@ -74,6 +75,10 @@ def error_for(status: int, message: str, path: str) -> MinirtError:
     """The daemon's error status and message -> the MinirtError direct mode would raise."""
     if message.startswith("No such "):  # docker's words; the Engine's are lower-case
         message = "n" + message[1:]
+    if status == 404 and (message.startswith("network ") or path.startswith("/networks/")):
+        return NetworkError(message)
+    if status == 403 and path.startswith("/networks/"):
+        return NetworkError(message)  # a predefined network, or one still in use
     if status == 404:
         image = message.startswith("no such image") or path.startswith("/images/")
         return (ImageNotFound if image else ContainerNotFound)(message)
@@ -317,8 +322,14 @@ class RemoteEngine:
     def create(self, image: str, command=None, *, tty: bool = False, stdin_open: bool = False,
                remove: bool = False, notice=None, name=None, hostname=None, env=None,
                workdir=None, volumes=(), memory=None, cpus=None, pids_limit=None,
-               storage=None) -> str:
-        """``POST /containers/create`` with ``Engine.create``'s options as docker's body."""
+               storage=None, network=None, ip=None, publish=(), dns=(), user=None,
+               privileged=False, cap_add=(), cap_drop=(), security_opt=(), read_only=False,
+               ulimits=()) -> str:
+        """``POST /containers/create`` with ``Engine.create``'s options as docker's body.
+
+        ``--network``, ``--ip``, ``-p`` and ``--dns`` become HostConfig.NetworkMode,
+        NetworkingConfig's IPAMConfig, HostConfig.PortBindings (``-p`` checked here
+        first, as direct mode would) and HostConfig.Dns."""
         from ..kernel.cgroups import Limits
         if storage:
             raise UsageError("--storage is not available through the daemon: it uses "
@@ -331,11 +342,22 @@ class RemoteEngine:
             host["NanoCpus"] = int(round(limits.cpus * 1e9))
         if limits.pids:
             host["PidsLimit"] = limits.pids
+        host.update(NetworkMode=network or "default", Dns=[str(d) for d in dns or ()],
+                    PortBindings=port_bindings(publish))
+        host.update(Privileged=bool(privileged), CapAdd=list(cap_add or ()) or None,
+                    CapDrop=list(cap_drop or ()) or None,
+                    SecurityOpt=list(security_opt or ()) or None,
+                    ReadonlyRootfs=bool(read_only), Ulimits=client_ulimits(ulimits))
         body = {"Image": image, "Cmd": list(command) if command else None,
                 "Env": client_env(env) or None, "WorkingDir": workdir or "",
-                "Hostname": hostname or "", "Tty": bool(tty), "OpenStdin": bool(stdin_open),
+                "Hostname": hostname or "", "User": user or "", "Tty": bool(tty),
+                "OpenStdin": bool(stdin_open),
                 "StdinOnce": bool(stdin_open), "AttachStdin": bool(stdin_open),
-                "AttachStdout": True, "AttachStderr": True, "HostConfig": host}
+                "AttachStdout": True, "AttachStderr": True, "HostConfig": host,
+                "ExposedPorts": {key: {} for key in host["PortBindings"]} or None}
+        if ip:
+            body["NetworkingConfig"] = {"EndpointsConfig": {
+                network or "default": {"IPAMConfig": {"IPv4Address": ip}}}}
         answer = self.call("POST", "/containers/create", {"name": name} if name else None,
                            body)
         for warning in answer.get("Warnings") or []:
@@ -478,6 +500,29 @@ class RemoteEngine:
         repository, tag = split_tag(name, default=None)
         return self.json_lines("POST", f"/images/{quote(repository, safe=':@/')}/push",
                                {"tag": tag} if tag else None)
+
+
+def port_bindings(publish) -> dict:
+    """``-p`` values (``"127.0.0.1:8080:80"`` or ``PortMapping``s) as docker's
+    PortBindings: ``{"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}``."""
+    if not publish:
+        return {}
+    from ..network.proxy import PortMapping, parse_publish
+    bindings = {}
+    for item in publish:
+        mapping = item if isinstance(item, PortMapping) else parse_publish(str(item))
+        bindings.setdefault(f"{mapping.container_port}/{mapping.protocol}", []).append(
+            {"HostIp": mapping.host_ip, "HostPort": str(mapping.host_port or "")})
+    return bindings
+
+
+def client_ulimits(ulimits) -> list[dict] | None:
+    """``--ulimit nofile=1024:2048`` -> docker's ``[{"Name", "Soft", "Hard"}]`` (checked here,
+    as direct mode would)."""
+    from ..engine import parse_ulimits
+    found = [{"Name": name[len("RLIMIT_"):].lower(), "Soft": soft, "Hard": hard}
+             for name, (soft, hard) in parse_ulimits(ulimits).items()]
+    return found or None
 
 
 def client_env(env) -> list[str]:

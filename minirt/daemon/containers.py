@@ -17,6 +17,12 @@ What it does keep in memory is only transient: one thread per running
 container that waits for its exit to publish the ``die`` event, and one per
 open attach, wait or ``logs -f``.
 
+Networking: ``HostConfig.NetworkMode``, ``PortBindings``, ``Dns`` and the
+IPAMConfig of ``NetworkingConfig`` become ``Engine.create``'s ``network``,
+``publish``, ``dns`` and ``ip`` (``network_options``). The container's address
+and its published ports exist while it runs (its sandbox's record): inspect
+shows them in ``NetworkSettings``, whose ``Ports`` is what ``docker port`` prints.
+
 Endpoints (Docker Engine API v1.43): ``POST /containers/create``,
 ``GET /containers/{id}/json``, ``POST /containers/{id}/start|stop|kill|restart|wait|resize|attach``,
 ``GET /containers/{id}/logs``, ``GET /containers/{id}/top``, ``POST /containers/prune``.
@@ -35,11 +41,12 @@ import time
 
 from ..engine import process_alive
 from ..errors import (CommandNotExecutable, CommandNotFound, ContainerError, ContainerNotFound,
-                      ContainerStartError, ImageNotFound, MinirtError)
+                      ContainerStartError, ImageNotFound, MinirtError, NetworkError,
+                      UsageError)
 from ..runtime import shim
 from ..runtime.jsonlog import parse_rfc3339, read_records
 from .api import (Reply, _container_config, _find_container, _labels_match, _mounts,
-                  parse_filters, route, seconds_of)
+                  parse_filters, route, seconds_of, status_for)
 from .server import HTTPError
 
 MIN_MEMORY = 6 * 1024 * 1024     # docker's smallest memory limit
@@ -50,28 +57,21 @@ RAW = "application/vnd.docker.raw-stream"                  # the terminal's byte
 # instead. Each one a client sets (to something other than its default) gets a
 # warning in the answer, which the docker CLI prints: honest, not silent.
 IGNORED = (
-    ("Config", "ExposedPorts", "minirt has no networking yet: the container has no network "
-     "interface but loopback, so ports cannot be exposed"),
-    ("HostConfig", "PortBindings", "minirt has no networking yet: ports are not published"),
-    ("HostConfig", "PublishAllPorts", "minirt has no networking yet: ports are not published"),
-    ("Config", "User", "minirt runs the command as root inside the container (User is ignored)"),
+    ("HostConfig", "PublishAllPorts", "minirt publishes only the ports given with -p "
+     "(PortBindings)"),
     ("Config", "Volumes", "minirt has no anonymous volumes: use a bind (-v HOST:PATH)"),
     ("Config", "Healthcheck", "minirt runs no health checks"),
     ("HostConfig", "Mounts", "minirt takes bind mounts as Binds (-v HOST:PATH) only"),
-    ("HostConfig", "Privileged", "minirt has no privileged mode"),
-    ("HostConfig", "CapAdd", "minirt does not change the container's capabilities"),
-    ("HostConfig", "CapDrop", "minirt does not change the container's capabilities"),
     ("HostConfig", "Devices", "minirt passes no host devices into containers"),
-    ("HostConfig", "Dns", "minirt has no networking yet: DNS settings are ignored"),
-    ("HostConfig", "ExtraHosts", "minirt has no networking yet: extra hosts are ignored"),
-    ("HostConfig", "Links", "minirt has no networking yet: links are ignored"),
+    ("HostConfig", "DnsSearch", "minirt's resolv.conf has nameserver lines only (--dns)"),
+    ("HostConfig", "DnsOptions", "minirt's resolv.conf has nameserver lines only (--dns)"),
+    ("HostConfig", "ExtraHosts", "minirt writes no extra lines into /etc/hosts"),
+    ("HostConfig", "Links", "minirt has no links: put the containers on a network of your "
+     "own (docker network create), where they find each other by name"),
     ("HostConfig", "CpuShares", "minirt sets no CPU shares (use NanoCpus, --cpus)"),
     ("HostConfig", "CpusetCpus", "minirt does not pin containers to CPUs"),
     ("HostConfig", "MemoryReservation", "minirt sets no memory reservation (only Memory)"),
-    ("HostConfig", "ReadonlyRootfs", "minirt's root filesystems are always writable"),
     ("HostConfig", "Tmpfs", "minirt mounts no extra tmpfs"),
-    ("HostConfig", "Ulimits", "minirt sets no ulimits"),
-    ("HostConfig", "SecurityOpt", "minirt applies no security options"),
     ("HostConfig", "Init", "minirt runs the command itself as PID 1 (no --init)"),
     ("HostConfig", "VolumesFrom", "minirt has no volumes to share"),
 )
@@ -149,10 +149,8 @@ def create_options(body: dict) -> tuple[str, dict, list[str]]:
     options["pids_limit"] = pids if pids and pids > 0 else None
     warnings = [f"{where}.{key} is ignored: {why}" for where, key, why in IGNORED
                 if (config if where == "Config" else host).get(key)]  # set, not the empty default
-    network = _typed(host, "NetworkMode", str, "HostConfig") or "default"
-    if network not in ("default", "bridge", "none"):
-        warnings.append(f"HostConfig.NetworkMode {network!r} is ignored: minirt containers have "
-                        "a network namespace with loopback only (docker's \"none\")")
+    options.update(network_options(body, host, warnings))
+    options.update(security_options(config, host))
     restart = (_typed(host, "RestartPolicy", dict, "HostConfig") or {}).get("Name") or "no"
     if restart != "no":
         warnings.append(f"restart policy {restart!r} is ignored: minirt never restarts a "
@@ -165,6 +163,92 @@ def create_options(body: dict) -> tuple[str, dict, list[str]]:
         warnings.append("HostConfig.MemorySwap is ignored: a minirt container gets no swap "
                         "beyond its Memory")
     return image, options, warnings
+
+
+def security_options(config: dict, host: dict) -> dict:
+    """Docker's hardening fields -> ``Engine.create``'s ``user``, ``privileged``, ``cap_add``,
+    ``cap_drop``, ``security_opt``, ``read_only`` and ``ulimits`` (minirt/security/)."""
+    ulimits = []
+    for limit in _typed(host, "Ulimits", list, "HostConfig") or []:
+        if not (isinstance(limit, dict) and isinstance(limit.get("Name"), str)
+                and isinstance(limit.get("Soft"), int) and isinstance(limit.get("Hard"), int)):
+            raise HTTPError(400, f"invalid HostConfig.Ulimits entry {limit!r}: "
+                            '{"Name": "nofile", "Soft": 1024, "Hard": 2048} expected')
+        ulimits.append(f"{limit['Name']}={limit['Soft']}:{limit['Hard']}")
+    return {"user": _typed(config, "User", str, "Config") or None,
+            "privileged": bool(_typed(host, "Privileged", bool, "HostConfig")),
+            "cap_add": _strings(host, "CapAdd", "HostConfig") or [],
+            "cap_drop": _strings(host, "CapDrop", "HostConfig") or [],
+            "security_opt": _strings(host, "SecurityOpt", "HostConfig") or [],
+            "read_only": bool(_typed(host, "ReadonlyRootfs", bool, "HostConfig")),
+            "ulimits": ulimits}
+
+
+def network_options(body: dict, host: dict, warnings: list[str]) -> dict:
+    """Docker's network fields -> ``Engine.create``'s ``network``, ``ip``, ``publish``, ``dns``.
+
+    * ``HostConfig.NetworkMode``: ``bridge``, ``none``, ``host`` or a network's name;
+      ``default`` (what the docker CLI sends without --network) is minirt's default,
+      bridge as root and none without (``network.sandbox.default_mode``).
+    * ``NetworkingConfig.EndpointsConfig[NETWORK].IPAMConfig.IPv4Address``: ``--ip``.
+    * ``HostConfig.PortBindings``: ``{"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}``
+      is ``-p 8080:80``. An empty HostIp is 127.0.0.1 here (docker binds every
+      interface, 0.0.0.0; this lab exposes nothing beyond the machine unless asked),
+      an empty HostPort any free port. TCP only.
+    * ``HostConfig.Dns``: ``--dns``, the nameservers of the container's resolv.conf.
+    """
+    mode = _typed(host, "NetworkMode", str, "HostConfig") or "default"
+    if mode.startswith("container:"):
+        raise HTTPError(400, f"HostConfig.NetworkMode {mode!r} is not supported: minirt "
+                        "cannot share another container's network namespace")
+    networking = _typed(body, "NetworkingConfig", dict, "body") or {}
+    endpoints = _typed(networking, "EndpointsConfig", dict, "NetworkingConfig") or {}
+    others = [name for name in endpoints if name not in (mode, "default")]
+    if mode == "default" and len(others) == 1:  # docker-py's networking_config alone
+        mode, others = others[0], []
+    if others:
+        raise HTTPError(400, f"minirt connects a container to one network, not to "
+                        f"{', '.join([mode] + others)}")
+    endpoint = _typed(endpoints, mode, dict, "NetworkingConfig.EndpointsConfig") or \
+        _typed(endpoints, "default", dict, "NetworkingConfig.EndpointsConfig") or {}
+    where = f"NetworkingConfig.EndpointsConfig.{mode}"
+    addresses = _typed(endpoint, "IPAMConfig", dict, where) or {}
+    ip = _typed(addresses, "IPv4Address", str, where + ".IPAMConfig") or None
+    for key, why in (("IPv6Address", "minirt's networks are IPv4 only"),
+                     ("Aliases", "containers are found by their name and hostname only"),
+                     ("Links", "minirt has no links"),
+                     ("MacAddress", "the kernel picks the MAC address")):
+        if (addresses if key == "IPv6Address" else endpoint).get(key):
+            warnings.append(f"{where}.{key} is ignored: {why}")
+    return {"network": None if mode == "default" else mode, "ip": ip,
+            "publish": _port_bindings(host), "dns": _strings(host, "Dns", "HostConfig") or []}
+
+
+def _port_bindings(host: dict) -> list:
+    """``HostConfig.PortBindings`` -> ``PortMapping``s, each checked as ``-p`` is."""
+    bindings = _typed(host, "PortBindings", dict, "HostConfig") or {}
+    if not bindings:
+        return []
+    from ..network.proxy import parse_publish
+    mappings = []
+    for key, entries in bindings.items():
+        port, _, protocol = key.partition("/")
+        if (protocol or "tcp") != "tcp":
+            raise HTTPError(400, f"cannot publish {key}: minirt publishes only tcp ports "
+                            f"(its proxy relays TCP connections), not {protocol}")
+        if entries is not None and not (isinstance(entries, list) and
+                                        all(isinstance(e, dict) for e in entries)):
+            raise HTTPError(400, f"invalid HostConfig.PortBindings[{key!r}]: {entries!r} is "
+                            "not a list of {\"HostIp\", \"HostPort\"}")
+        for entry in entries or []:
+            address = str(entry.get("HostIp") or "")
+            text = f"{f'[{address}]' if ':' in address else address}:" \
+                   f"{entry.get('HostPort') or ''}:{port}"
+            try:
+                mappings.append(parse_publish(text))
+            except UsageError as e:
+                raise HTTPError(400, f"invalid HostConfig.PortBindings[{key!r}]: {e}") from None
+    return mappings
 
 
 @route("POST", r"/containers/create")
@@ -187,6 +271,12 @@ def container_create(request):
         except ImageNotFound:
             # The docker CLI and docker-py pull on this 404 (``POST /images/create``) and retry.
             raise ImageNotFound(f"No such image: {_familiar(image)}") from None
+        except NetworkError as e:
+            if status_for(e) == 404:
+                # Not a 404 here: the docker CLI takes any 404 from create for a missing
+                # image and pulls it. (dockerd finds out at start, minirt already now.)
+                raise HTTPError(400, str(e)) from None
+            raise
     c = daemon.engine.find_container(container_id)
     _publish(daemon, "create", c)
     return Reply(201, {"Id": container_id, "Warnings": warnings})
@@ -229,7 +319,8 @@ def container_inspect(request, ref):
         "HostConfig": {
             "Binds": [f"{v['source']}:{v['target']}" + (":ro" if v.get("readonly") else "")
                       for v in c.get("volumes") or []] or None,
-            "NetworkMode": "none", "PortBindings": {}, "AutoRemove": bool(c.get("auto_remove")),
+            "NetworkMode": found["HostConfig"]["NetworkMode"], "PortBindings": _bindings(c),
+            "Dns": list(c.get("dns") or []), "AutoRemove": bool(c.get("auto_remove")),
             "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
             "Memory": limits.get("memory") or 0, "MemorySwap": limits.get("memory") or 0,
             "NanoCpus": int(round((limits.get("cpus") or 0) * 1e9)),
@@ -248,11 +339,39 @@ def container_inspect(request, ref):
             AttachStdin=stdin, StdinOnce=stdin, AttachStdout=True, AttachStderr=True,
             Env=[f"{k}={v}" for k, v in (c.get("env") or {}).items()], Cmd=command,
             Image=c.get("image", ""), WorkingDir=c.get("workdir", "/"),
-            Labels=c.get("labels") or {}),
-        "NetworkSettings": {"Bridge": "", "SandboxID": "", "HairpinMode": False, "Ports": {},
-                            "SandboxKey": "", "IPAddress": "", "Gateway": "", "MacAddress": "",
-                            "Networks": {}},
+            Labels=c.get("labels") or {},
+            ExposedPorts={key: {} for key in _bindings(c)} or None),
+        "NetworkSettings": _network_settings(engine, c, found),
     }
+
+
+def _bindings(c: dict) -> dict:
+    """HostConfig.PortBindings: the ``-p`` mappings asked for (host port "" = any)."""
+    bindings = {}
+    for p in c.get("ports") or []:
+        bindings.setdefault(f"{p['container_port']}/{p['protocol']}", []).append(
+            {"HostIp": p["host_ip"], "HostPort": str(p["host_port"] or "")})
+    return bindings
+
+
+def _network_settings(engine, c: dict, found: dict) -> dict:
+    """Docker's NetworkSettings, from ``Engine.inspect``'s (the sandbox's record while the
+    container runs): ``Ports`` is what ``docker port`` prints, the host ports as bound."""
+    from .api import network_record
+    from .networks import endpoint_settings
+    settings = dict(found["NetworkSettings"])
+    mode = found["HostConfig"]["NetworkMode"]
+    record = network_record(engine, c)
+    endpoint = endpoint_settings(mode, record)
+    settings.pop("NetworkID", None)  # a field of each network's entry, not of the whole
+    if not record:
+        settings["Ports"] = {}  # a stopped container publishes nothing
+    return {"Bridge": "", "SandboxID": "", "HairpinMode": False, "LinkLocalIPv6Address": "",
+            "LinkLocalIPv6PrefixLen": 0, "SandboxKey": "", "SecondaryIPAddresses": None,
+            "SecondaryIPv6Addresses": None, "EndpointID": endpoint["EndpointID"],
+            "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPAddress": "",
+            "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "", **settings,
+            "Networks": {mode: endpoint}}
 
 
 # --- start, stop, kill, restart --------------------------------------------------------

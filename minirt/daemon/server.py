@@ -191,6 +191,7 @@ class RequestLog:
         self.out = out if out is not None else sys.stderr
         self.entries = collections.deque(maxlen=size)
         self._lock = threading.Lock()
+        self._print_lock = threading.Lock()  # print() writes text and newline apart: one at a time
         self._next = 1
 
     def start(self, method: str, path: str, agent: str, remember: bool = True) -> dict:
@@ -214,8 +215,9 @@ class RequestLog:
 
     def _print(self, entry: dict, what: str) -> None:
         try:
-            print(f"minirtd: {entry['method']} {entry['path']} {what} {entry['agent']}",
-                  file=self.out, flush=True)
+            with self._print_lock:
+                print(f"minirtd: {entry['method']} {entry['path']} {what} {entry['agent']}",
+                      file=self.out, flush=True)
         except (OSError, ValueError):
             pass  # nobody reads our stderr any more: keep serving
 
