@@ -56,6 +56,7 @@ bench: setup
 	$(BIN)/python bench/startup
 	$(BIN)/python bench/registry
 	$(BIN)/python bench/daemon
+	$(BIN)/python bench/network
 
 clean:
 	rm -rf $(VENV) *.egg-info

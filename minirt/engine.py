@@ -781,8 +781,11 @@ class Engine:
             from .runtime import proot
             return proot.EmulatedProcess(spec, container_dir, recorder)
         from .network.sandbox import NetworkSandbox
+        from .security import profile
         return ContainerProcess(spec, container_dir, self.cgroups, recorder,
-                                network=NetworkSandbox(self.root, spec, container_dir, recorder))
+                                network=NetworkSandbox(self.root, spec, container_dir, recorder),
+                                security=profile.prepare(spec, os.path.join(self.root, "cache",
+                                                                            "seccomp")))
 
     def _write_container(self, container_dir: str, spec: ContainerSpec, remove: bool,
                          shim: bool = False) -> None:

@@ -41,9 +41,10 @@ class ContainerProcess:
     """One running container, seen from the parent."""
 
     def __init__(self, spec: ContainerSpec, container_dir: str, cgroup_driver, trace=NULL_TRACE,
-                 network=None):
+                 network=None, security=None):
         self.spec = spec
         self.network = network  # a network.sandbox.NetworkSandbox, or None
+        self.security = security  # a security.profile.SecurityProfile (seccomp compiled)
         self.container_dir = container_dir
         self.trace = trace
         self.cgroup = cgroup_driver.cgroup(spec.id, trace)
@@ -183,7 +184,7 @@ class ContainerProcess:
                 with trace.step("unshare", flags=namespaces.flag_names(["cgroup"])):
                     namespaces.unshare(["cgroup"])
             container_init(self.spec, self.container_dir, channel, stdio, trace,
-                           self.console_socket)
+                           self.console_socket, self.security)
         except BaseException as e:
             code = getattr(e, "exit_code", 125)
             _report(channel, e)

@@ -17,6 +17,7 @@ disappears with the container and never needs unmounting from the host.
 import os
 import stat
 
+from .. import seams
 from ..errors import ContainerStartError
 from ..kernel import devices, mounts
 
@@ -205,5 +206,6 @@ def mount_system(root: str, trace, use_mknod: bool = True, privileged: bool = Fa
         with trace.step("mount", source="sysfs", target=f"{root}/sys", fstype="sysfs",
                         flags="MS_NOSUID|MS_NODEV|MS_NOEXEC" + ("" if privileged else "|MS_RDONLY")):
             mounts.sysfs(os.path.join(root, "sys"), readonly=not privileged)
-    devices.populate_dev(os.path.join(root, "dev"), use_mknod=use_mknod, trace=trace,
-                         host_devices=privileged and use_mknod)
+    populate_dev = seams.replaceable("populate_dev", devices.populate_dev)
+    populate_dev(os.path.join(root, "dev"), use_mknod=use_mknod, trace=trace,
+                 host_devices=privileged and use_mknod)

@@ -31,7 +31,8 @@ PR_SET_NO_NEW_PRIVS = 38
 class SecurityProfile(Record):
     """What ``harden`` and ``paths.apply`` do for one container."""
 
-    __slots__ = ("capabilities", "seccomp", "no_new_privs", "mask_paths", "user", "privileged")
+    __slots__ = ("capabilities", "seccomp", "no_new_privs", "mask_paths", "user", "privileged",
+                 "seccomp_program")
 
     def __init__(self, capabilities: frozenset, seccomp: bool = True, no_new_privs: bool = True,
                  mask_paths: bool = True, user: str = "", privileged: bool = False):
@@ -41,6 +42,7 @@ class SecurityProfile(Record):
         self.mask_paths = mask_paths       # masked and read-only paths (paths.py)
         self.user = user                   # --user, resolved inside the container
         self.privileged = privileged
+        self.seccomp_program = None        # raw BPF, compiled by the parent (seccomp.py)
 
 
 def parse_security_opts(options) -> dict:
@@ -144,7 +146,19 @@ def harden(profile: SecurityProfile, trace) -> dict:
 
 
 def _load_seccomp(profile: SecurityProfile, trace) -> None:
-    from . import seccomp
-    if seccomp.available():
-        with trace.step("seccomp", action="EPERM for Docker's denied syscalls"):
-            seccomp.load_default_filter(set(profile.capabilities))
+    """Hand the kernel the filter the parent compiled (none where pyseccomp is missing)."""
+    if profile.seccomp_program:
+        from . import seccomp
+        with trace.step("seccomp", action="EPERM for Docker's denied syscalls",
+                        instructions=len(profile.seccomp_program) // 8):
+            seccomp.load_program(profile.seccomp_program)
+
+
+def prepare(spec, cache_dir: str) -> SecurityProfile:
+    """The profile for ``spec``, with its seccomp filter compiled (or read from
+    ``cache_dir``): done by the parent, so the container's init only loads bytes."""
+    profile = from_spec(spec)
+    if profile.seccomp:
+        from . import seccomp
+        profile.seccomp_program = seccomp.cached_program(set(profile.capabilities), cache_dir)
+    return profile
