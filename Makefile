@@ -9,7 +9,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test setup system venv bytecode image bench check-lab clean
+.PHONY: lab test setup system venv bytecode image bench fuzz check-lab clean
 
 lab: setup
 	$(BIN)/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -57,6 +57,13 @@ bench: setup
 	$(BIN)/python bench/registry
 	$(BIN)/python bench/daemon
 	$(BIN)/python bench/network
+	$(BIN)/python bench/load --seconds 30
+
+# Coverage-guided fuzzing of the layer unpacker (atheris), bounded in time:
+# make fuzz FUZZ_SECONDS=300. The property-based tests (tests/test_fuzz.py) run in `make test`.
+fuzz: setup
+	$(BIN)/pip install -q atheris
+	$(BIN)/python bench/fuzz-unpack --seconds $(or $(FUZZ_SECONDS),60)
 
 clean:
 	rm -rf $(VENV) *.egg-info
