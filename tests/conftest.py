@@ -202,6 +202,17 @@ def container_init_pid(engine: Engine, timeout: float = 10.0) -> int:
     raise AssertionError("no running container found")
 
 
+def wait_for(predicate, timeout: float = 10.0, what: str = "the condition"):
+    """``predicate()``'s first true value, polled every 50 ms; fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 def dead(pid: int) -> bool:
     """Gone, or a zombie waiting for its parent (or the host's init) to reap it."""
     try:

@@ -1,4 +1,5 @@
-"""Start minirtd for tests, and talk to it: shared by test_daemon and test_daemon_images.
+"""Start minirtd for tests, and talk to it (docker-py, the docker CLI, raw HTTP): shared
+by the test_daemon* files.
 
 The daemon runs as a subprocess (``python -m minirt daemon -H unix://...``) on
 the tests' state root; ``RunningDaemon.stop`` ends it by its pid with SIGTERM.
@@ -16,6 +17,31 @@ import time
 import docker
 
 from conftest import CGROUP_PARENT, dead as process_gone  # noqa: F401 (re-exported)
+
+
+DOCKER_CLI = shutil.which("docker")
+
+
+def cli_env(daemon, config: str | None = None) -> dict:
+    """The docker CLI's environment: no DOCKER_* of this machine, a config dir of its own
+    (no ~/.docker contexts or credentials), beside the daemon's socket unless given."""
+    if config is None:
+        config = os.path.join(os.path.dirname(daemon.socket_path), "docker-config")
+    os.makedirs(config, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env["DOCKER_CONFIG"] = config
+    return env
+
+
+def docker_cli(daemon, *args, timeout: float = 60, input=None, config: str | None = None,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+    """The real docker CLI against minirtd (skips where no docker CLI is installed)."""
+    import pytest
+    if DOCKER_CLI is None:
+        pytest.skip("no docker CLI on PATH")
+    return subprocess.run([DOCKER_CLI, "-H", daemon.address, *args],
+                          env={**cli_env(daemon, config), **(env or {})}, input=input,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def UnixHTTPConnection(path: str, timeout: float = 10):

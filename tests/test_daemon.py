@@ -21,9 +21,9 @@ import pytest
 
 import minirt
 from conftest import require
-from daemon_fixtures import serving, socket_dir, UnixHTTPConnection, process_gone, start_daemon
+from daemon_fixtures import (DOCKER_CLI, UnixHTTPConnection, docker_cli, process_gone, serving,
+                             socket_dir, start_daemon)
 
-DOCKER_CLI = shutil.which("docker")
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +43,6 @@ def client(daemon):
     client.close()
 
 
-def docker_cli(daemon, *args, timeout: float = 30) -> subprocess.CompletedProcess:
-    """The real docker CLI against minirtd (skips where no docker CLI is installed)."""
-    if DOCKER_CLI is None:
-        pytest.skip("no docker CLI on PATH")
-    config = os.path.join(os.path.dirname(daemon.socket_path), "docker-config")
-    os.makedirs(config, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env["DOCKER_CONFIG"] = config  # no ~/.docker contexts or credentials of this machine
-    return subprocess.run([DOCKER_CLI, "-H", daemon.address, *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 # --- docker-py -------------------------------------------------------------------------

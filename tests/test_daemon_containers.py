@@ -12,11 +12,9 @@ import json
 import os
 import pty
 import select
-import shutil
 import signal
 import socket
 import struct
-import subprocess
 import termios
 import threading
 import time
@@ -25,10 +23,9 @@ import docker
 import pytest
 
 from conftest import CGROUP_PARENT, shims_under
-from daemon_fixtures import serving, socket_dir, start_daemon
+from daemon_fixtures import DOCKER_CLI, cli_env, docker_cli, serving, socket_dir, start_daemon
 from minirt.engine import Engine
 
-DOCKER_CLI = shutil.which("docker")
 MiB = 1024 * 1024
 
 
@@ -56,20 +53,8 @@ def client(daemon, engine):
 
 
 
-def docker_cli(daemon, *args, timeout: float = 60, input=None) -> subprocess.CompletedProcess:
-    """The real docker CLI against minirtd (skips where no docker CLI is installed)."""
-    if DOCKER_CLI is None:
-        pytest.skip("no docker CLI on PATH")
-    return subprocess.run([DOCKER_CLI, "-H", daemon.address, *args], env=cli_env(daemon),
-                          capture_output=True, text=True, timeout=timeout, input=input)
 
 
-def cli_env(daemon) -> dict:
-    config = os.path.join(os.path.dirname(daemon.socket_path), "docker-config")
-    os.makedirs(config, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env["DOCKER_CONFIG"] = config  # no ~/.docker contexts or credentials of this machine
-    return env
 
 
 def cgroup_file(engine, container_id: str, v1: tuple[str, str], v2: str) -> str:

@@ -15,7 +15,6 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -23,9 +22,9 @@ import time
 import docker  # a real client: a missing one is a failure, not a skip
 import pytest
 
-from daemon_fixtures import serving, socket_dir
+from conftest import wait_for
+from daemon_fixtures import docker_cli, serving, socket_dir
 
-DOCKER_CLI = shutil.which("docker")
 
 
 # --- fixtures ------------------------------------------------------------------------------
@@ -63,16 +62,6 @@ def box(engine, client):
         engine.remove_container(container_id, force=True)
 
 
-def docker_cli(daemon, *args, timeout: float = 30, input=None) -> subprocess.CompletedProcess:
-    """The real docker CLI against minirtd (skips where no docker CLI is installed)."""
-    if DOCKER_CLI is None:
-        pytest.skip("no docker CLI on PATH")
-    config = os.path.join(os.path.dirname(daemon.socket_path), "docker-config")
-    os.makedirs(config, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env["DOCKER_CONFIG"] = config  # no ~/.docker contexts or credentials of this machine
-    return subprocess.run([DOCKER_CLI, "-H", daemon.address, *args], env=env, input=input,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def read_frames(sock: socket.socket) -> dict[int, bytes]:
@@ -88,14 +77,6 @@ def read_frames(sock: socket.socket) -> dict[int, bytes]:
     return streams
 
 
-def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # --- exec with docker-py -------------------------------------------------------------------

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -22,7 +21,7 @@ import docker
 import pytest
 import requests
 
-from daemon_fixtures import UnixHTTPConnection, process_gone, start_daemon
+from daemon_fixtures import UnixHTTPConnection, docker_cli, process_gone, start_daemon
 from minirt.engine import Engine
 from minirt.errors import ImageNotFound
 from minirt.image import busybox
@@ -33,7 +32,6 @@ from registry_faults import FaultProxy, layered_image
 from registry_fixtures import (basic_registry, free_port, registry,  # noqa: F401
                                token_registry, workdir)
 
-DOCKER_CLI = shutil.which("docker")
 CONTEXT_CAP = 1 << 20   # the daemon under test refuses build contexts over 1 MiB
 
 
@@ -124,18 +122,6 @@ def auth_header(username: str, password: str, server: str) -> str:
         {"username": username, "password": password, "serveraddress": server}).encode()).decode()
 
 
-def docker_cli(daemon, *args, config: str | None = None, input: str | None = None,
-               env: dict | None = None, timeout: float = 120):
-    """The real docker CLI against minirtd, with its own config dir (no logins of this machine)."""
-    if DOCKER_CLI is None:
-        pytest.skip("no docker CLI on PATH")
-    if config is None:
-        config = os.path.join(os.path.dirname(daemon.socket_path), "docker-config")
-    os.makedirs(config, exist_ok=True)
-    full = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    full.update({"DOCKER_CONFIG": config, **(env or {})})
-    return subprocess.run([DOCKER_CLI, "-H", daemon.address, *args], env=full, input=input,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def context_tar(files: dict[str, bytes]) -> io.BytesIO:

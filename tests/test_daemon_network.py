@@ -11,7 +11,6 @@ only to 127.0.0.1 and between containers on bridges these tests made.
 
 import ipaddress
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -20,13 +19,12 @@ import urllib.request
 import docker
 import pytest
 
-from conftest import host_links, minirt_cli, require
-from daemon_fixtures import serving, socket_dir
+from conftest import host_links, minirt_cli, require, wait_for
+from daemon_fixtures import docker_cli, serving, socket_dir
 from minirt.engine import Engine
 from minirt.errors import NetworkError, UsageError
 from minirt.network import bridge, commands, ipam
 
-DOCKER_CLI = shutil.which("docker")
 LAB = f"dlab{os.getpid() % 10000}"     # the network the CLI tests make
 PYLAB = f"pylab{os.getpid() % 10000}"  # docker-py's
 
@@ -68,16 +66,6 @@ def client(daemon, networks, engine):
     client.close()
 
 
-def docker_cli(daemon, *args, timeout: float = 60) -> subprocess.CompletedProcess:
-    """The real docker CLI against minirtd (skips where no docker CLI is installed)."""
-    if DOCKER_CLI is None:
-        pytest.skip("no docker CLI on PATH")
-    config = os.path.join(os.path.dirname(daemon.socket_path), "docker-config")
-    os.makedirs(config, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env["DOCKER_CONFIG"] = config  # no ~/.docker contexts or credentials of this machine
-    return subprocess.run([DOCKER_CLI, "-H", daemon.address, *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def daemon_root(client) -> str:
@@ -89,14 +77,6 @@ def ok(done: subprocess.CompletedProcess) -> str:
     return done.stdout
 
 
-def wait_for(predicate, timeout: float = 15.0, what: str = "the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def free_port() -> int:

@@ -17,7 +17,8 @@ import urllib.request
 
 import pytest
 
-from conftest import container_init_pid, host_links, minirt_cli, minirt_popen, new_veths
+from conftest import (container_init_pid, host_links, minirt_cli, minirt_popen, new_veths,
+                      wait_for)
 from minirt.errors import NetworkError, UsageError
 from minirt.network import bridge, commands, ipam, sandbox
 from minirt.runtime.stdio import Capture
@@ -49,14 +50,6 @@ def detached(engine, command, **options) -> str:
     return container_id
 
 
-def wait_for(predicate, timeout=10.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def port_open(port: int) -> bool:
@@ -230,7 +223,7 @@ def test_subnet_clash_is_a_clear_error_and_makes_nothing(engine, lab):
 
 
 def test_an_exhausted_subnet_refuses_the_next_container_and_leaves_nothing(engine):
-    tiny = commands.create_network(engine.root, "tiny", "10.231.0.0/30")  # one address: .2
+    commands.create_network(engine.root, "tiny", "10.231.0.0/30")  # one address: .2
     try:
         holder = detached(engine, "sleep 60", network="tiny")
         wait_for(lambda: engine.inspect(holder)["NetworkSettings"]["IPAddress"])
