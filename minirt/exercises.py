@@ -146,6 +146,20 @@ def require_tier(info: dict) -> None:
                                 "machine does not allow (`minirt doctor` shows the tier)")
 
 
+def remove_everything(state_root: str) -> None:
+    """After a check: its containers (detached ones have shims), mounts and state root."""
+    from .engine import Engine
+    from .kernel import mounts
+    engine = Engine(state_root, cgroup_parent=f"minirt-exercise-{os.getpid()}")
+    for container in engine.containers():
+        try:
+            engine.remove_container(container["id"], force=True)
+        except MinirtError:
+            pass
+    mounts.unmount_all_under(state_root)
+    shutil.rmtree(state_root, ignore_errors=True)
+
+
 def load_steps(name: str) -> list:
     import importlib.util
     path = os.path.join(exercises_dir(), name, "check.py")
@@ -181,9 +195,7 @@ def check(directory: str, out=print) -> list[tuple[str, bool, str]]:
         passed = sum(ok for _, ok, _ in results)
         out(f"{passed}/{len(results)} steps pass" + (": done!" if passed == len(results) else ""))
     finally:
-        from .kernel import mounts
-        mounts.unmount_all_under(state_root)
-        shutil.rmtree(state_root, ignore_errors=True)
+        remove_everything(state_root)
     return results
 
 
@@ -207,7 +219,8 @@ def run(args) -> int:
     if args.verb == "start":
         directory = start(args.name, args.dir or args.name)
         info = describe(args.name)
-        print(f"{directory}: write {info['seam']}() in {info['seam']}.py (see README.md), "
+        functions = ", ".join(f"{f}()" for f in info.get("functions", [info["seam"]]))
+        print(f"{directory}: write {functions} in {info['seam']}.py (see README.md), "
               f"then: minirt exercise check {directory}")
         return 0
     if args.verb == "check":

@@ -8,6 +8,7 @@ A container is mostly a process placed in fresh namespaces: its own process ids
 import errno
 import os
 
+from .. import seams
 from . import syscalls
 
 # The clone(2)/unshare(2) flag of each namespace, by the name /proc/PID/ns uses.
@@ -49,7 +50,29 @@ def unshare(names) -> None:
     A new pid namespace applies to the children made after this call: the
     first child forked becomes PID 1 there. The others apply at once.
     """
-    syscalls.unshare(flags_of(names))
+    if not seams.replaced("unshare"):
+        syscalls.unshare(flags_of(names))
+        return
+    # A student's unshare (``minirt exercise``) that returns without moving us would
+    # let the next steps remount and pivot_root the host's own namespaces: see first.
+    before = {name: _own_namespace(name) for name in names}
+    seams.replaceable("unshare", syscalls.unshare)(flags_of(names))
+    stayed = [name for name in names if _own_namespace(name) == before[name]]
+    if stayed:
+        from ..errors import ContainerStartError
+        raise ContainerStartError(
+            f"unshare({flag_names(names)}) returned, but this process is still in the same "
+            f"{', '.join(stayed)} namespace(s): minirt stops here rather than mount in the "
+            "host's namespaces")
+
+
+def _own_namespace(name: str) -> str:
+    # A new pid namespace is for our children: /proc/self/ns/pid_for_children shows it,
+    # and cannot be read at all until the first child is born in it.
+    try:
+        return namespace_id("self", "pid_for_children" if name == "pid" else name)
+    except FileNotFoundError:
+        return ""
 
 
 def can_unshare(names) -> bool:

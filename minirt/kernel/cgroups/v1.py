@@ -15,6 +15,7 @@ A container's cgroup is a directory ``minirt/<id>`` in each tree we use:
 
 import os
 
+from ... import seams
 from ...errors import CgroupError
 from ...trace import NULL_TRACE
 from . import CGROUP_PARENT, cpu_quota, mounted_hierarchies, read_int, read_keyed, write_file
@@ -41,11 +42,8 @@ class V1Cgroup(Cgroup):
     def apply(self, limits) -> None:
         if limits.memory is not None:
             directory = self._need("memory", "-m/--memory")
-            write_file(f"{directory}/memory.limit_in_bytes", limits.memory, self.trace)
-            # Without this the kernel would push the excess to swap instead of
-            # enforcing the limit; memsw (RAM + swap) exists only with swap accounting.
-            if os.path.exists(f"{directory}/memory.memsw.limit_in_bytes"):
-                write_file(f"{directory}/memory.memsw.limit_in_bytes", limits.memory, self.trace)
+            seams.replaceable("write_memory_limit", self.write_memory_limit)(directory, 1,
+                                                                            limits.memory)
         if limits.cpus is not None:
             directory = self._need("cpu", "--cpus")
             write_file(f"{directory}/cpu.cfs_period_us", 100_000, self.trace)
@@ -53,6 +51,14 @@ class V1Cgroup(Cgroup):
         if limits.pids is not None:
             directory = self._need("pids", "--pids-limit")
             write_file(f"{directory}/pids.max", limits.pids, self.trace)
+
+    def write_memory_limit(self, directory: str, version: int, limit: int) -> None:
+        """At most ``limit`` bytes of RAM for the cgroup at ``directory``, and no swap."""
+        write_file(f"{directory}/memory.limit_in_bytes", limit, self.trace)
+        # Without this the kernel would push the excess to swap instead of
+        # enforcing the limit; memsw (RAM + swap) exists only with swap accounting.
+        if os.path.exists(f"{directory}/memory.memsw.limit_in_bytes"):
+            write_file(f"{directory}/memory.memsw.limit_in_bytes", limit, self.trace)
 
     def restrict_devices(self) -> None:
         """Deny every device, then allow Docker's short list (devices.deny / devices.allow)."""

@@ -18,6 +18,7 @@ cgroups under a process-free ``minirt`` parent.
 
 import os
 
+from ... import seams
 from ...errors import CgroupError
 from ...trace import NULL_TRACE
 from . import CGROUP_PARENT, cpu_quota, mounted_hierarchies, read_int, read_keyed, write_file
@@ -64,15 +65,20 @@ class V2Cgroup(Cgroup):
     def apply(self, limits) -> None:
         if limits.memory is not None:
             self._need("memory")
-            write_file(f"{self.path}/memory.max", limits.memory, self.trace)
-            if os.path.exists(f"{self.path}/memory.swap.max"):
-                write_file(f"{self.path}/memory.swap.max", 0, self.trace)
+            seams.replaceable("write_memory_limit", self.write_memory_limit)(self.path, 2,
+                                                                            limits.memory)
         if limits.cpus is not None:
             self._need("cpu")
             write_file(f"{self.path}/cpu.max", f"{cpu_quota(limits.cpus)} 100000", self.trace)
         if limits.pids is not None:
             self._need("pids")
             write_file(f"{self.path}/pids.max", limits.pids, self.trace)
+
+    def write_memory_limit(self, directory: str, version: int, limit: int) -> None:
+        """At most ``limit`` bytes of RAM for the cgroup at ``directory``, and no swap."""
+        write_file(f"{directory}/memory.max", limit, self.trace)
+        if os.path.exists(f"{directory}/memory.swap.max"):
+            write_file(f"{directory}/memory.swap.max", 0, self.trace)
 
     def _need(self, controller: str) -> None:
         if controller in self.refused:
