@@ -123,6 +123,16 @@ class Context:
         """``python -m minirt ARGS`` with the student's copy (its seam wired in)."""
         return self.python("-m", "minirt", *args, input=input, timeout=timeout)
 
+    def with_busybox(self, *args, timeout: float = 60) -> subprocess.CompletedProcess:
+        """``minirt ARGS`` from the student's copy, busybox:latest built first (once)."""
+        if not getattr(self, "busybox_built", False):
+            built = self.run_minirt("init", timeout=120)
+            if built.returncode != 0:
+                raise Hint("`minirt init` (which builds busybox:latest) failed: "
+                           + last_line(built.stderr))
+            self.busybox_built = True
+        return self.run_minirt(*args, timeout=timeout)
+
     def python(self, *args, input: bytes | None = None,
                timeout: float = 60) -> subprocess.CompletedProcess:
         """The interpreter, with the student's folder first on the path."""
@@ -132,6 +142,12 @@ class Context:
         except subprocess.TimeoutExpired:
             raise Hint(f"it did not finish within {timeout:.0f} s (an endless loop, or a "
                        "container that never exits?)") from None
+
+
+def last_line(stderr: bytes) -> str:
+    """The last non-empty line a command wrote to stderr (minirt's one-line error)."""
+    lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(nothing on stderr)"
 
 
 def require_tier(info: dict) -> None:

@@ -4,24 +4,13 @@ What a container sees is compared with what runc (and minirt) give it:
 ``CHAR_DEVICES`` and ``SYMLINKS`` of ``minirt/kernel/devices.py``.
 """
 
-from minirt.exercises import Hint
+from minirt.exercises import Hint, last_line
 from minirt.kernel.devices import CHAR_DEVICES, SYMLINKS
-
-
-def minirt(ctx, *args):
-    """``minirt ARGS`` from the student's copy; busybox is built on first use."""
-    if not getattr(ctx, "busybox_built", False):
-        built = ctx.run_minirt("init", timeout=120)
-        if built.returncode != 0:
-            raise Hint("`minirt init` (which builds busybox:latest) failed: "
-                       + last_line(built.stderr))
-        ctx.busybox_built = True
-    return ctx.run_minirt(*args)
 
 
 def container(ctx, *args) -> str:
     """What ``minirt run --rm ARGS`` prints; a Hint when the container did not run."""
-    done = minirt(ctx, "run", "--rm", *args)
+    done = ctx.with_busybox("run", "--rm", *args)
     if done.returncode != 0:
         said = last_line(done.stderr)
         if "NotImplementedError" in said:
@@ -32,11 +21,6 @@ def container(ctx, *args) -> str:
                        "/dev/pts/ptmx, so mount a new devpts instance at dev/pts")
         raise Hint(f"`minirt run` failed, exit status {done.returncode}: {said}")
     return done.stdout.decode(errors="replace")
-
-
-def last_line(stderr: bytes) -> str:
-    lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "(nothing on stderr)"
 
 
 # --- the steps -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ root, and through the classic chroot escape.
 import os
 import secrets
 
-from minirt.exercises import Hint
+from minirt.exercises import Hint, last_line
 
 # Mounts a container has besides "/" (minirt's /proc masks included): anything else is a leak.
 EXPECTED_MOUNTS = ("/proc", "/sys", "/dev", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
@@ -23,20 +23,9 @@ cd -P ../../../../../../../../.. && bin/busybox chroot . /bin/sh -c "echo reache
 """
 
 
-def minirt(ctx, *args):
-    """``minirt ARGS`` from the student's copy; busybox is built on first use."""
-    if not getattr(ctx, "busybox_built", False):
-        built = ctx.run_minirt("init", timeout=120)
-        if built.returncode != 0:
-            raise Hint("`minirt init` (which builds busybox:latest) failed: "
-                       + last_line(built.stderr))
-        ctx.busybox_built = True
-    return ctx.run_minirt(*args)
-
-
 def container(ctx, *args) -> str:
     """What ``minirt run --rm ARGS`` prints; a Hint when the container did not run."""
-    done = minirt(ctx, "run", "--rm", *args)
+    done = ctx.with_busybox("run", "--rm", *args)
     if done.returncode != 0:
         said = last_line(done.stderr)
         if "NotImplementedError" in said:
@@ -48,11 +37,6 @@ def container(ctx, *args) -> str:
                        "and the working directory '/'?")
         raise Hint(f"`minirt run` failed, exit status {done.returncode}: {said}")
     return done.stdout.decode(errors="replace")
-
-
-def last_line(stderr: bytes) -> str:
-    lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "(nothing on stderr)"
 
 
 def host_marker(ctx) -> tuple[str, str]:

@@ -11,27 +11,11 @@ whichever version this machine runs.
 import json
 import os
 
-from minirt.exercises import Hint
+from minirt.exercises import Hint, last_line
 from minirt.kernel.cgroups import cgroup_version, mounted_hierarchies
 
 MIB = 1024 ** 2
 LIMIT = 32 * MIB
-
-
-def minirt(ctx, *args):
-    """``minirt ARGS`` from the student's copy; busybox is built on first use."""
-    if not getattr(ctx, "busybox_built", False):
-        built = ctx.run_minirt("init", timeout=120)
-        if built.returncode != 0:
-            raise Hint("`minirt init` (which builds busybox:latest) failed: "
-                       + last_line(built.stderr))
-        ctx.busybox_built = True
-    return ctx.run_minirt(*args)
-
-
-def last_line(stderr: bytes) -> str:
-    lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "(nothing on stderr)"
 
 
 def not_started(done) -> Hint:
@@ -70,18 +54,18 @@ def read(path: str) -> str:
 def remove_every_container(ctx) -> None:
     """``rm -f`` all containers of the check's state root: a detached one whose start
     failed stays behind as "created", its shim waiting (as docker keeps it)."""
-    listed = minirt(ctx, "ps", "-a", "-q")
+    listed = ctx.with_busybox("ps", "-a", "-q")
     for container in listed.stdout.decode().split():
-        minirt(ctx, "rm", "-f", container)
+        ctx.with_busybox("rm", "-f", container)
 
 
 def limit_is_in_the_cgroup(ctx):
     try:
-        done = minirt(ctx, "run", "-d", "-m", "32m", "busybox", "sleep", "60")
+        done = ctx.with_busybox("run", "-d", "-m", "32m", "busybox", "sleep", "60")
         if done.returncode != 0:
             raise not_started(done)
         container = done.stdout.decode().split()[-1]
-        shown = minirt(ctx, "inspect", container)
+        shown = ctx.with_busybox("inspect", container)
         pid = json.loads(shown.stdout)[0]["State"]["Pid"]
         try:
             directory = memory_cgroup_of(pid)
@@ -107,7 +91,7 @@ def limit_is_in_the_cgroup(ctx):
 
 
 def within_the_limit_runs(ctx):
-    done = minirt(ctx, "run", "--rm", "-m", "32m", "busybox",
+    done = ctx.with_busybox("run", "--rm", "-m", "32m", "busybox",
                   "dd", "if=/dev/zero", "of=/dev/null", "bs=8M", "count=1")
     if done.returncode == 137:
         raise Hint("a container using 8 MiB under -m 32m was OOM-killed: is the limit written "
@@ -118,7 +102,7 @@ def within_the_limit_runs(ctx):
 
 
 def over_the_limit_is_killed(ctx):
-    done = minirt(ctx, "run", "--rm", "-m", "32m", "busybox",
+    done = ctx.with_busybox("run", "--rm", "-m", "32m", "busybox",
                   "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
     if done.returncode == 0:
         raise Hint("a container allocated 64 MiB at once under -m 32m and was not stopped: "
