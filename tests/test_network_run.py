@@ -284,7 +284,7 @@ def test_fifty_run_rm_cycles_leave_no_veth_netns_lease_or_proxy(engine):
         result = engine.run("busybox", ["true"], network="bridge",
                             publish=["127.0.0.1::80"] if i % 5 == 0 else ())
         assert result.exit_code == 0, result.errors
-    assert not new_veths()
+    wait_for(lambda: not new_veths(), timeout=5, what="the veths to go")
     assert not ipam.load_network(engine.root, "bridge").leases
     assert not proxies_of(engine.root)
     assert not net_fds_of_this_process()
