@@ -14,11 +14,11 @@ The seams (name: where the default lives):
     sethostname        kernel/syscalls.py    sethostname(name): the UTS namespace's name
     populate_dev       kernel/devices.py     populate_dev(dev, ...): a minimal /dev
     pivot_into         kernel/mounts.py      pivot_into(root, trace): make root the new /
-    write_memory_limit kernel/cgroups        write_memory_limit(directory, version, limit)
+    write_memory_limit kernel/cgroups/v1|v2  write_memory_limit(directory, version, limit)
     apply_layer        image/layer.py        unpack(fileobj, dest, max_bytes): a layer, whiteouts
-    image_manifest     image/store.py        image_manifest(config, layers): manifest and digests
-    fetch_manifest     registry/client.py    fetch_manifest(registry, repository, reference)
-    list_containers    daemon/api.py         list_containers(engine, query): GET /containers/json
+    image_manifest     image/store.py        image_manifest(config, layers): manifest, its digest
+    fetch_manifest     registry/client.py    Registry.fetch_manifest(base_url, repository, ref, accept)
+    list_containers    daemon/api.py         list_containers(records, query): containers_list's answer
 
 Looking a seam up costs one ``os.path.exists`` per process: normal installs
 have no ``exercise.json``.

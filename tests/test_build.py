@@ -69,6 +69,27 @@ def test_parse_joins_continuations_skips_comments_and_numbers_lines():
         "1-2-dflt-set-$A"
 
 
+def test_parse_splits_lines_at_newline_only_as_docker_does():
+    parsed = build.parse("\ufeffFROM busybox\r\nLABEL a=\"x\u2028y\x0cz\ry\"\r\nRUN a \\\r\n  b\r\n")
+    assert [(i.keyword, i.arguments, i.line) for i in parsed] == [
+        ("FROM", "busybox", 1), ("LABEL", 'a="x\u2028y\x0cz\ry"', 2), ("RUN", "a   b", 3)]
+
+
+def test_env_and_label_old_form_split_at_spaces_or_tabs():
+    assert build._pairs("A\tb c", "ENV", 1) == [("A", "b c")]
+    assert build._pairs("A   b\tc", "LABEL", 1) == [("A", "b\tc")]
+    with pytest.raises(UsageError, match="line 4: ENV A needs a value"):
+        build._pairs("A", "ENV", 4)
+
+
+def test_deeply_nested_json_forms_are_one_clear_error():
+    for keyword in ("COPY", "RUN", "CMD"):
+        with pytest.raises(UsageError, match=f"line 2: {keyword}'s brackets nest more than"):
+            build.parse(f"FROM scratch\n{keyword} " + "[" * 100000 + " a b\n")
+    assert build._json_form('["sh", "-c", "echo [[x]]"]') == ["sh", "-c", "echo [[x]]"]
+    assert build._json_form('[["a"], "b"]') is None, "a list in the list: the shell form"
+
+
 def test_build_runs_copies_configures_and_a_rebuild_hits_the_cache(engine, builds, tmp_path):
     context = make_context(tmp_path / "ctx", DOCKERFILE, {"greeting.txt": "copied\n"})
     builds.append("built-app:1")

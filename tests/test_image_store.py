@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from minirt.errors import ImageError, ImageNotFound
+from minirt.errors import ImageError, ImageNotFound, UsageError
 from minirt.image import layer, reference
 from minirt.image.store import ImageStore
 from conftest import require
@@ -70,6 +70,31 @@ def test_references_follow_dockers_grammar():
     for bad in ("UPPER", "a//b", "x:bad tag", "x@sha256:zz"):
         with pytest.raises(Exception):
             reference.parse(bad)
+
+
+@pytest.mark.parametrize("text", [
+    "my registry.com/app", "localhost:abc/app", "evil.com#.x.y/app", "a..b/app", "-x.com/app",
+    "a.b:/app", "x.com\n/app", "[::1/app",            # the registry part: docker's domain grammar
+    "busybox:t\u00e2g", "busybox:\u0661\u0662",        # tags are ASCII: [A-Za-z0-9_.-]
+    "a/" + "b" * 250,                                  # docker.io/a/bbb...: over 255 characters
+])
+def test_references_outside_dockers_grammar_are_usage_errors(text):
+    with pytest.raises(UsageError) as caught:
+        reference.parse(text)
+    assert "\n" not in str(caught.value)
+
+
+def test_registries_may_be_hosts_ports_and_ipv6_addresses():
+    for text, registry in [("localhost/app", "localhost"), ("Reg-1.example.com:5000/a/b", None),
+                           ("[::1]:5000/app:1", "[::1]:5000"), ("127.0.0.1:5000/app", None)]:
+        assert reference.parse(text).registry == (registry or text.split("/")[0])
+
+
+def test_familiar_form_drops_library_only_for_official_images():
+    assert reference.parse("docker.io/library/busybox:1").familiar == "busybox:1"
+    nested = reference.parse("docker.io/library/a/b:1")
+    assert nested.familiar == "library/a/b:1", "a/b:1 would name docker.io/a/b"
+    assert str(reference.parse(nested.familiar)) == str(nested)
 
 
 def test_unknown_image_is_a_clear_error(image_store):
@@ -200,6 +225,50 @@ def test_hostile_layers_are_refused_with_a_clear_message(tmp_path, members, why)
     with pytest.raises(ImageError, match=why):
         layer.unpack(tar_bytes(members), str(dest))
     assert not os.path.islink(dest), "the layer root itself is untouched"
+
+
+def with_pax(pair, **pax):
+    """A member (TarInfo, data) with PAX header fields, which may say anything."""
+    pair[0].pax_headers = pax
+    return pair
+
+
+@pytest.mark.parametrize("members, why", [
+    ([with_pax(member("f"), path="a\0b")], "NUL"),
+    ([with_pax(member("l", tarfile.SYMTYPE, linkname="x"), linkpath="a\0b")], "NUL"),
+    ([with_pax(member("f"), mtime="1e400")], "impossible time"),
+    ([with_pax(member("f"), mtime="nan")], "impossible time"),
+    ([with_pax(member("f"), uid=str(2 ** 40))], "impossible owner"),
+    ([with_pax(member("f"), gid="-1")], "impossible owner"),
+    # 1 byte stored, 8 MiB claimed: sparse members are refused, not expanded past max_bytes
+    ([with_pax(member("s", data=b"x"), **{"GNU.sparse.map": f"{8 * 1024 * 1024 - 1},1",
+                                          "GNU.sparse.size": str(8 * 1024 * 1024)})], "sparse"),
+])
+def test_members_no_file_can_be_are_refused_before_anything_is_written(tmp_path, members, why):
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    with pytest.raises(ImageError, match=why) as caught:
+        layer.unpack(tar_bytes(members), str(dest), max_bytes=1024 * 1024)
+    assert "\n" not in str(caught.value)
+    assert os.listdir(dest) == []
+
+
+def test_a_gzip_layer_read_one_byte_at_a_time_unpacks(tmp_path):
+    """A chunked HTTP upload may hand over one byte per read: even the gzip magic."""
+    import gzip
+
+    class OneByte:
+        def __init__(self, data):
+            self.data = io.BytesIO(data)
+
+        def read(self, n=-1):
+            return self.data.read(1 if n is None or n < 0 else min(n, 1))
+
+    data = gzip.compress(tar_bytes([member("hello", data=b"hi\n")]).getvalue())
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    layer.unpack(OneByte(data), str(dest))
+    assert (dest / "hello").read_bytes() == b"hi\n"
 
 
 def test_a_gzip_bomb_is_capped(tmp_path):

@@ -277,3 +277,21 @@ def test_rootless_commit_records_owners_as_the_container_saw_them(nobody_root, n
             os.unlink(archive)
     assert owners["by-root"] == (0, 0), "the user's own files were root's inside"
     assert owners["by-1000"] == (1000, 1001), "borrowed ids back to the ids used inside"
+
+
+def test_rootless_build_copies_files_owned_by_root_inside(nobody_root):
+    """A COPY without root: the files belong to the user, the layer records them as root."""
+    context = os.path.join(nobody_root, "build-context")
+    os.makedirs(context)
+    with open(os.path.join(context, "Dockerfile"), "w") as f:
+        f.write("FROM busybox\nCOPY greeting.txt /greeting.txt\n")
+    with open(os.path.join(context, "greeting.txt"), "w") as f:
+        f.write("hello\n")
+    for path in (context, *(os.path.join(context, n) for n in os.listdir(context))):
+        os.chown(path, NOBODY, NOBODY)
+    built = as_nobody(nobody_root, "build", "-t", "rootless-built:1", context)
+    assert built.returncode == 0, built.stderr
+    listed = as_nobody(nobody_root, "run", "--rm", "rootless-built:1", "sh", "-c",
+                       "cat /greeting.txt; stat -c '%u:%g' /greeting.txt")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split() == ["hello", "0:0"]

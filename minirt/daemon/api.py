@@ -151,6 +151,8 @@ class Daemon:
         path = unquote(request.raw_path)
         versioned = re.match(r"/v(\d+)\.(\d+)(/.*)\Z", path)
         if versioned:
+            if len(versioned[1]) > 9 or len(versioned[2]) > 9:  # int() refuses 4300+ digits
+                raise HTTPError(400, "client version is not an API version: more than 9 digits")
             request.api_version = f"{int(versioned[1])}.{int(versioned[2])}"
             wanted = (int(versioned[1]), int(versioned[2]))
             if wanted > version_tuple(API_VERSION):
@@ -269,7 +271,7 @@ def parse_filters(request) -> dict[str, list[str]]:
         return {}
     try:
         raw = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: [[[[... nested too deeply
         raise HTTPError(400, f"invalid filter: {text!r} is not JSON") from None
     if not isinstance(raw, dict):
         raise HTTPError(400, f"invalid filter: {text!r} is not a JSON object")
@@ -698,6 +700,10 @@ def containers_list(request):
     with daemon.lock:
         engine.reap_stale()
         everything = engine.containers()
+    from .. import seams  # a seam (exercises/08-engine-api): a student's answer, when wired
+    student = seams.replaceable("list_containers", None)
+    if student is not None:
+        return student(everything, request.query)
     everything.sort(key=lambda c: c.get("created", 0), reverse=True)
     if limit and limit > 0:
         show_all = True

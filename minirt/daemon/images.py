@@ -223,7 +223,7 @@ def registry_credentials(request):
         return None
     try:
         config = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         raise HTTPError(400, "invalid X-Registry-Auth header: it must be base64url-encoded "
                         "JSON ({\"username\", \"password\", \"serveraddress\"})") from None
     if not isinstance(config, dict):
@@ -370,7 +370,7 @@ def _json_param(request, name: str) -> dict:
         return {}
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise HTTPError(400, f"invalid {name}: {text!r} is not JSON") from None
     if not isinstance(value, dict):
         raise HTTPError(400, f"invalid {name}: give a JSON object")

@@ -33,6 +33,7 @@ import collections
 import http.server
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -240,14 +241,13 @@ class Request:
     """
 
     def __init__(self, conn: "Connection", method: str, target: str):
-        split = urlsplit(target)
         self._conn = conn
         self.method = method
         self.target = target                 # as sent, e.g. /v1.43/images/json?all=1
-        self.raw_path = split.path
-        self.path = split.path               # without /v1.NN (api.py sets it)
+        self.raw_path = ""                   # /v1.43/images/json (read_target sets it)
+        self.path = ""                       # without /v1.NN (api.py sets it)
         self.api_version = None              # "1.43" when the path named one
-        self.query = parse_qs(split.query, keep_blank_values=True)
+        self.query = {}                      # {"all": ["1"]}
         self.headers = conn.headers
         self.daemon = None                   # api.Daemon: the engine, events, request log
         self.max_body = MAX_JSON_BODY
@@ -255,6 +255,16 @@ class Request:
         self._reader = None                  # a BodyReader, once a handler streams the body
 
     # --- reading --------------------------------------------------------------------------
+    def read_target(self) -> None:
+        """Path and query from the target: a path, or an absolute URL (HTTP/1.1 allows
+        ``GET http://localhost/_ping``); 400 when ``urlsplit`` cannot read it."""
+        try:
+            split = urlsplit(self.target)
+        except ValueError as e:  # "http://[/_ping": an [IPv6] host that never closes
+            raise HTTPError(400, f"malformed request target: {e}") from None
+        self.raw_path = self.path = split.path
+        self.query = parse_qs(split.query, keep_blank_values=True)
+
     def arg(self, name: str, default=None):
         values = self.query.get(name)
         return values[-1] if values else default
@@ -280,14 +290,10 @@ class Request:
         value = self.headers.get("Content-Length")
         if value is None:
             return None
-        try:
-            length = int(value)
-            if length < 0:
-                raise ValueError
-            return length
-        except ValueError:
+        if not re.fullmatch(r"[0-9]{1,18}", value.strip()):  # int() takes "+3", "1_0", "\u0663"
             self._conn.close_connection = True
-            raise HTTPError(400, f"invalid Content-Length {value!r}") from None
+            raise HTTPError(400, f"invalid Content-Length {value!r}")
+        return int(value)
 
     @property
     def chunked(self) -> bool:
@@ -324,6 +330,8 @@ class Request:
             return json.loads(data)
         except ValueError as e:
             raise HTTPError(400, f"malformed JSON in the request body: {e}") from None
+        except RecursionError:  # json.loads recurses once per [ or {: [[[[... exhausts it
+            raise HTTPError(400, "malformed JSON in the request body: nested too deeply") from None
 
     @property
     def body_stream(self):
@@ -421,15 +429,9 @@ class BodyReader:
         if self.finished or n == 0:
             return b""
         if self.chunked and self._left == 0:
-            line = self._rfile.readline(1024)
-            try:
-                size = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
-                self._conn.close_connection = True
-                raise HTTPError(400, "malformed chunked request body") from None
+            size = self._chunk_size(self._rfile.readline(1024))
             if size == 0:
-                while self._rfile.readline(1024).strip():  # trailers, then the empty line
-                    pass
+                self._skip_trailers()
                 self.finished = True
                 return b""
             if self.limit is not None and self.received + size > self.limit:
@@ -442,13 +444,33 @@ class BodyReader:
         self._left -= len(data)
         self.received += len(data)
         if self._left == 0:
-            if self.chunked:
-                self._rfile.readline(8)  # the CRLF after a chunk
-            else:
+            if self.chunked and self._rfile.readline(3) not in (b"\r\n", b"\n"):
+                self._malformed("a chunk's data must end with CRLF")
+            elif not self.chunked:
                 self.finished = True
         if self.limit is not None and self.received > self.limit:
             self._too_large()
         return data
+
+    def _chunk_size(self, line: bytes) -> int:
+        """A chunk's header ``1a2b[;extension]``: hex digits only (``int(x, 16)`` would also
+        take ``-5``, ``+3``, ``0x5`` and ``1_0``)."""
+        digits = line.split(b";")[0].strip()
+        if not re.fullmatch(rb"[0-9a-fA-F]{1,16}", digits):
+            self._malformed("a chunk size must be hex digits")
+        return int(digits, 16)
+
+    def _skip_trailers(self) -> None:
+        """Trailer fields after the last chunk, up to an empty line. A line that is not
+        ``Name: value`` is no trailer: more likely the next request, reached because the
+        body lacked its final CRLF; reading on would take it for part of this one."""
+        while line := self._rfile.readline(1024).strip():
+            if not re.fullmatch(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+:.*", line):
+                self._malformed("a trailer must be a Name: value line")
+
+    def _malformed(self, why: str):
+        self._conn.close_connection = True  # where this body ends is unknown: so is the next
+        raise HTTPError(400, f"malformed chunked request body: {why}")
 
     def _too_large(self):
         self._conn.close_connection = True
@@ -571,17 +593,37 @@ class Connection(http.server.BaseHTTPRequestHandler):
             return self.dispatch
         raise AttributeError(name)
 
+    def parse_request(self) -> bool:
+        """http.server's parsing, minus HTTP/0.9: ``GET /path`` with no version gets a 400,
+        as from dockerd (Go's net/http never spoke 0.9), not a bare body."""
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":
+            self.send_error(400, f"Bad request syntax ({self.requestline!r}): no HTTP version")
+            return False
+        return True
+
     def send_error(self, code, message=None, explain=None):
-        """Errors the base class raises itself (bad request line, huge headers): as JSON."""
+        """Errors the base class raises itself (bad request line, huge headers): as JSON.
+
+        A request line refused before its version was read leaves http.server's
+        ``request_version`` at "HTTP/0.9", which has no status line and no headers:
+        the answer would be a bare body. We always answer in HTTP/1.1, then close;
+        without the body when the refused line asked for HEAD (``command`` is unset).
+        """
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            self.request_version = self.protocol_version
+        words = (getattr(self, "requestline", "") or "").split()
+        method = self.command or (words[0] if words else "")
         body = json.dumps({"message": message or self.responses.get(code, ("error",))[0]}).encode()
         try:
-            self.send_response(code, message)
+            self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Connection", "close")
             self.end_headers()
-            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            if method != "HEAD" and code >= 200 and code not in (204, 304):
                 self.wfile.write(body)
         except OSError:
             pass
@@ -600,10 +642,12 @@ class Connection(http.server.BaseHTTPRequestHandler):
         self.status = None
         self.started = time.monotonic()
         app, log = self.server.app, self.server.log
+        polling_log = self.path.partition("?")[0].endswith("/minirt/requests")
         self.log_entry = log.start(self.command, self.path, self.headers.get("User-Agent", ""),
-                                   remember=not urlsplit(self.path).path.endswith("/minirt/requests"))
+                                   remember=not polling_log)
         request = Request(self, self.command, self.path)
         try:
+            request.read_target()
             app(request)
         except HTTPError as e:
             self._fail(request, e.status, e.message)
@@ -641,16 +685,14 @@ class Connection(http.server.BaseHTTPRequestHandler):
             return
         if request._body is not None:
             return
-        length = request.headers.get("Content-Length")
         try:
             if request.chunked:
                 BodyReader(request, DRAIN_LIMIT).read()
-            elif length and int(length) > 0:
-                if int(length) > DRAIN_LIMIT:
-                    self.close_connection = True
-                else:
-                    self.rfile.read(int(length))
-        except (HTTPError, ValueError, OSError):
+            elif (request.declared_length or 0) > DRAIN_LIMIT:
+                self.close_connection = True
+            elif request.declared_length:
+                self.rfile.read(request.declared_length)
+        except (HTTPError, OSError):
             self.close_connection = True
 
 

@@ -62,6 +62,8 @@ CACHE_REPOSITORY = "minirt-build-cache"
 RUN_VIEW_REPOSITORY = "minirt-build-run"
 CACHE_FILE = "build-cache.json"
 MAX_SYMLINKS = 40
+JSON_FORMS = ("RUN", "CMD", "ENTRYPOINT", "COPY", "ADD")  # may be given as a JSON list
+MAX_JSON_DEPTH = 100  # brackets nested deeper than this: refused, not parsed
 
 
 class Instruction(Record):
@@ -100,7 +102,7 @@ def parse(text: str) -> list[Instruction]:
     here, before any step runs, so a bad line costs nothing.
     """
     instructions, pending, start = [], None, 0
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(_lines(text), 1):
         stripped = line.strip()
         if stripped.startswith("#") or (not stripped and pending is None):
             continue  # comments and parser directives (# escape=...): \ is the escape
@@ -130,6 +132,12 @@ def parse(text: str) -> list[Instruction]:
     return instructions
 
 
+def _lines(text: str) -> list[str]:
+    """Lines as docker's parser splits them: at ``\\n`` only (``str.splitlines`` also breaks
+    at ``\\r``, ``\\x0c``, ``\\u2028``...), a CRLF file's ``\\r`` and a UTF-8 BOM dropped."""
+    return [line.rstrip("\r") for line in text.removeprefix("\ufeff").split("\n")]
+
+
 def _instruction(text: str, line: int) -> Instruction:
     keyword, arguments = (re.split(r"\s+", text.strip(), maxsplit=1) + [""])[:2]
     keyword, arguments = keyword.upper(), arguments.strip()
@@ -140,6 +148,9 @@ def _instruction(text: str, line: int) -> Instruction:
                          f"{', '.join(SUPPORTED)})")
     if not arguments:
         raise UsageError(f"Dockerfile line {line}: {keyword} needs arguments")
+    if keyword in JSON_FORMS and _nesting(arguments) > MAX_JSON_DEPTH:
+        raise UsageError(f"Dockerfile line {line}: {keyword}'s brackets nest more than "
+                         f"{MAX_JSON_DEPTH} deep: not an exec form (a flat JSON list of strings)")
     if keyword in ("COPY", "ADD"):
         flag = arguments.split()[0]
         if flag.startswith("--"):  # --chown, --chmod, --from, --link: flags come first
@@ -160,8 +171,8 @@ def _instruction(text: str, line: int) -> Instruction:
 
 def _json_form(arguments: str) -> list[str] | None:
     """The exec (JSON array) form's list, or None for the shell form (as docker decides)."""
-    if not arguments.startswith("["):
-        return None
+    if not arguments.startswith("[") or _nesting(arguments) > 1:
+        return None  # a list inside the list is no exec form: and json.loads would recurse
     try:
         value = json.loads(arguments)
     except ValueError:
@@ -169,6 +180,24 @@ def _json_form(arguments: str) -> list[str] | None:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
     return None
+
+
+def _nesting(text: str) -> int:
+    """How deep ``[`` and ``{`` nest in ``text`` read as JSON (outside strings), counted in a
+    loop: ``json.loads`` recurses once per level, and ``[[[[...`` would exhaust the stack."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _copy_arguments(instruction: Instruction) -> tuple[list[str], str]:
@@ -203,9 +232,12 @@ def expand(text: str, env: dict[str, str]) -> str:
 def _pairs(arguments: str, keyword: str, line: int) -> list[tuple[str, str]]:
     """``K=V K2="v 2"`` or the old ``K V`` form (the whole rest is the value)."""
     first = arguments.split(None, 1)[0]
-    if "=" not in first:
-        key, _, value = arguments.partition(" ")
-        return [(key, value.strip())]
+    if "=" not in first:  # docker splits the old form at the first run of spaces or tabs
+        key, value = (re.split(r"[ \t\v\f\r]+", arguments, maxsplit=1) + [""])[:2]
+        if not value:
+            raise UsageError(f"Dockerfile line {line}: {keyword} {key} needs a value: use "
+                             f"{keyword} {key}=VALUE (or {keyword} {key} VALUE)")
+        return [(key, value)]
     try:
         words = shlex.split(arguments)
     except ValueError as e:
@@ -520,7 +552,8 @@ class Builder:
         fd, blob_tmp = tempfile.mkstemp(dir=blobs, prefix=".tmp-")
         os.close(fd)
         try:
-            digest, diff_id, size = layers.pack_directory(directory, blob_tmp, reproducible=False)
+            digest, diff_id, size = layers.pack_directory(directory, blob_tmp, reproducible=False,
+                                                          id_map=_rootless_id_map())
             os.chmod(blob_tmp, 0o444)
             os.rename(blob_tmp, self.store.blob_path(digest))
         except BaseException:
@@ -694,7 +727,8 @@ class _Tree:
             for name in files + dirs:
                 path = os.path.join(directory, name)
                 uid, gid = self.owners.get(path, (0, 0))
-                os.lchown(path, uid, gid)
+                if os.geteuid() == 0:  # without root they stay ours: packed as root (id_map)
+                    os.lchown(path, uid, gid)
                 os.utime(path, (layers.REPRODUCIBLE_MTIME,) * 2, follow_symlinks=False)
 
     def digest(self) -> str:
@@ -760,6 +794,15 @@ class BuildCache:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+
+
+def _rootless_id_map():
+    """Without root a COPY's files belong to the user, who is root in a rootless container:
+    the layer records them as root (kernel/idmap.py), as a root build would."""
+    if os.geteuid() == 0:
+        return None
+    from ..kernel import idmap
+    return idmap.for_user()
 
 
 def prune_cache(engine) -> list[str]:

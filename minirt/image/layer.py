@@ -14,10 +14,13 @@ CVE-2021-29136, containerd CVE-2021-32760) can make us write outside ``dest``.
 Also refused: a member that would replace the layer's root (a symlink named
 ``.`` or ``/``), hard links to anything but a regular file already in the
 layer, a bare ``.wh.``, and more than ``max_bytes`` of uncompressed data (a
-gzip bomb). Device nodes are skipped; setuid/setgid bits are kept only when
-unpacking as root. A whiteout hides files of *lower* layers only, never one
-the same layer created (image-spec layer.md). Python's ``tarfile`` extraction
-filters are not relied on: they have had bypasses (CVE-2024-12718, CVE-2025-4517).
+gzip bomb). So are members no layer needs and no file can have: GNU sparse
+files (a 2 KiB member can claim terabytes of holes), a NUL in a name, a time
+or an owner out of range. Device nodes are skipped; setuid/setgid bits are
+kept only when unpacking as root. A whiteout hides files of *lower* layers
+only, never one the same layer created (image-spec layer.md). Python's
+``tarfile`` extraction filters are not relied on: they have had bypasses
+(CVE-2024-12718, CVE-2025-4517).
 """
 
 import errno
@@ -37,6 +40,10 @@ OPAQUE_MARKER = ".wh..wh..opq"
 MAX_LAYER_BYTES = int(os.environ.get("MINIRT_MAX_LAYER_BYTES", 64 * 1024 ** 3))
 # Fixed timestamp for files we pack ourselves, so the same input gives the same digest.
 REPRODUCIBLE_MTIME = 946684800  # 2000-01-01
+# The kernel's time_t is 64-bit seconds, uid_t and gid_t 32-bit (2**32-1 is chown's "no
+# change"); a PAX header may say anything (mtime=1e400, nan, uid=2**70).
+TIME_RANGE = 2 ** 63
+MAX_ID = 2 ** 32 - 2
 
 
 class HashingWriter:
@@ -145,6 +152,22 @@ def member_parts(name: str) -> list[str]:
     return parts
 
 
+def check_member(info: tarfile.TarInfo) -> None:
+    """Refuse a member no layer needs and no file can have, before anything is written."""
+    if info.issparse():
+        # Go's archive/tar (docker, buildkit, containerd) never writes sparse members, and
+        # tarfile hands their holes out as zeros that never pass the max_bytes cap.
+        raise ImageError(f"layer member {info.name!r} is a GNU sparse file: not supported in "
+                         "a layer (re-create the tar without --sparse)")
+    if "\0" in info.name or "\0" in info.linkname:
+        raise ImageError(f"layer member {info.name!r} has a NUL byte in its name or link target")
+    if not -TIME_RANGE < info.mtime < TIME_RANGE:  # False for nan too
+        raise ImageError(f"layer member {info.name!r} has an impossible time {info.mtime!r}")
+    if not (0 <= info.uid <= MAX_ID and 0 <= info.gid <= MAX_ID):
+        raise ImageError(f"layer member {info.name!r} has an impossible owner "
+                         f"{info.uid}:{info.gid}")
+
+
 def _open_dir(root_fd: int, parts: list[str], create: bool) -> int:
     """Open directory ``parts`` below ``root_fd`` without following any symlink."""
     fd = os.dup(root_fd)
@@ -223,6 +246,7 @@ def unpack(fileobj, dest: str, max_bytes: int = MAX_LAYER_BYTES) -> None:
         stream = _CappedReader(_decompressed(fileobj), max_bytes)
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for info in tar:
+                check_member(info)
                 parts = member_parts(info.name)
                 if not parts:
                     if not info.isdir():
@@ -322,9 +346,21 @@ def _unpack_member(tar, info, parts, parent_fd, root_fd, as_root, directories, c
 
 def _decompressed(fileobj):
     """The tar stream inside ``fileobj``: gunzipped when it starts with gzip's magic."""
-    head = fileobj.read(2) if hasattr(fileobj, "read") else b""
+    head = read_exactly(fileobj, 2) if hasattr(fileobj, "read") else b""
     rest = Prepend(head, fileobj)
     return gzip.GzipFile(fileobj=rest, mode="rb") if head == b"\x1f\x8b" else rest
+
+
+def read_exactly(fileobj, n: int) -> bytes:
+    """``n`` bytes (fewer only at the end): one read of a socket or a chunked HTTP body
+    may return less than asked, even a single byte."""
+    data = b""
+    while len(data) < n:
+        chunk = fileobj.read(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 class Prepend:
@@ -346,5 +382,11 @@ class Prepend:
 
 
 def _mark_opaque(dir_fd: int) -> None:
-    """Tell overlayfs to hide everything lower layers have in this directory."""
-    os.setxattr(f"/proc/self/fd/{dir_fd}", "trusted.overlay.opaque", b"y")
+    """Tell overlayfs to hide everything lower layers have in this directory.
+
+    ``trusted.*`` xattrs need CAP_SYS_ADMIN: without it, ``user.overlay.opaque``,
+    which a rootless overlay (mounted with ``userxattr``) and ``is_opaque`` read."""
+    try:
+        os.setxattr(f"/proc/self/fd/{dir_fd}", "trusted.overlay.opaque", b"y")
+    except PermissionError:
+        os.setxattr(f"/proc/self/fd/{dir_fd}", "user.overlay.opaque", b"y")

@@ -2,7 +2,9 @@
 
 ``busybox`` means ``docker.io/library/busybox:latest``; a first component with
 a dot or colon, or ``localhost``, names a registry (``localhost:5000/lab/app:1``);
-``@sha256:...`` pins a digest. Grammar: distribution/reference (reference.go).
+``@sha256:...`` pins a digest. Grammar: distribution/reference (reference.go,
+regexp.go). Every class is spelled out in ASCII: Python's ``\\w`` and ``\\d`` also
+match other scripts' letters and digits, Go's do not.
 """
 
 from ..errors import UsageError
@@ -10,8 +12,13 @@ from ..record import Record
 
 DEFAULT_REGISTRY = "docker.io"
 COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-TAG = r"[\w][\w.-]{0,127}"
+TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 DIGEST = r"sha256:[0-9a-f]{64}"
+# A registry: DNS-like labels joined by dots (``localhost`` is one), or an IPv6
+# address in brackets, then an optional port.
+DOMAIN_COMPONENT = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+DOMAIN = rf"(?:{DOMAIN_COMPONENT}(?:\.{DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?"
+MAX_NAME = 255  # characters in registry/repository, as docker counts them
 
 
 class Reference(Record):
@@ -37,10 +44,15 @@ class Reference(Record):
 
     @property
     def familiar(self) -> str:
-        """The short form docker shows: ``busybox:latest``, ``localhost:5000/app:1``."""
-        if self.registry == DEFAULT_REGISTRY:
-            return self._with_tag_and_digest(self.repository.removeprefix("library/"))
-        return self._with_tag_and_digest(self.name)
+        """The short form docker shows: ``busybox:latest``, ``localhost:5000/app:1``.
+
+        Only a one-component official repository loses ``library/``:
+        ``docker.io/library/a/b`` stays ``library/a/b``, as ``a/b`` names ``docker.io/a/b``.
+        """
+        if self.registry != DEFAULT_REGISTRY:
+            return self._with_tag_and_digest(self.name)
+        official = self.repository.removeprefix("library/")
+        return self._with_tag_and_digest(official if "/" not in official else self.repository)
 
     def _with_tag_and_digest(self, text: str) -> str:
         if self.tag:
@@ -70,11 +82,17 @@ def parse(text: str) -> Reference:
         registry, path = parts[0], parts[1:]
     else:
         registry, path = DEFAULT_REGISTRY, parts
+    if not re.fullmatch(DOMAIN, registry):
+        raise UsageError(f"invalid image reference {original!r}: bad registry {registry!r} (a "
+                         "host name, host:port or [IPv6]:port)")
     if registry == DEFAULT_REGISTRY and len(path) == 1:
         path = ["library"] + path
     if not path or not all(re.fullmatch(COMPONENT, p) for p in path):
         raise UsageError(f"invalid image reference {original!r}: names use lowercase letters, "
                          "digits and . _ - separated by /")
+    if len(registry) + 1 + len("/".join(path)) > MAX_NAME:
+        raise UsageError(f"invalid image reference: the repository name {registry}/"
+                         f"{'/'.join(path)[:40]}... must not be more than {MAX_NAME} characters")
     if tag is None and digest is None:
         tag = "latest"
     return Reference(registry, "/".join(path), tag, digest)

@@ -346,6 +346,7 @@ class ImageStore:
         import shutil
         import tempfile
 
+        from .. import seams
         from . import layer as layers
         os.makedirs(self.layers_root, exist_ok=True)
         tmp = tempfile.mkdtemp(dir=self.layers_root, prefix=".unpack-")
@@ -355,7 +356,9 @@ class ImageStore:
                 raw.seek(0)
                 stream = gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw
                 hashing = _HashingReader(stream)
-                layers.unpack(hashing, tmp)
+                # A seam (exercises/05-layer-whiteouts): a student's unpacker, when wired.
+                apply_layer = seams.replaceable("apply_layer", layers.unpack)
+                apply_layer(hashing, tmp, layers.MAX_LAYER_BYTES)
                 hashing.drain()
             if hashing.digest() != info.diff_id:
                 raise ImageError(f"layer {info.digest[:19]} does not match its diff_id "
@@ -414,17 +417,44 @@ class ImageStore:
 
     def add_image(self, name: str, config: dict, image_layers: list[LayerInfo]) -> Image:
         """Write config and manifest blobs for layers already stored, and tag them."""
+        from .. import seams  # image_manifest is a seam (exercises/06-manifest-digests)
         config_bytes = canonical_json(config)
-        config_digest = self.write_blob(config_bytes)
-        manifest = {
-            "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
-            "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(config_bytes)},
-            "layers": [{"mediaType": MEDIA_LAYER_GZIP, "digest": l.digest, "size": l.size}
-                       for l in image_layers],
-        }
-        manifest_digest = self.write_blob(canonical_json(manifest))
-        self.tag(name, manifest_digest)
+        self.write_blob(config_bytes)
+        manifest, digest = seams.replaceable("image_manifest", image_manifest)(
+            config_bytes, [(l.digest, l.size) for l in image_layers])
+        if sha256_bytes(manifest) != digest:
+            raise ImageError(f"the manifest of {name} is named {digest!r}, but it must be "
+                             "named 'sha256:' + the hex sha256 of its bytes, "
+                             f"{sha256_bytes(manifest)}: not stored")
+        self.write_blob(manifest)
+        try:  # every blob it names is here, as it names them: only then may a tag point at it
+            self._load(name, digest)
+        except (ImageError, LookupError, TypeError, AttributeError, ValueError) as e:
+            raise ImageError(f"the manifest made for {name} does not describe a usable image "
+                             f"({e if isinstance(e, ImageError) else repr(e)}): not tagged") \
+                from None
+        self.tag(name, digest)
         return self.resolve(name)
+
+
+def image_manifest(config: bytes, layers: list[tuple[str, int]]) -> tuple[bytes, str]:
+    """An image's OCI manifest (image-spec manifest.md): its bytes and their digest.
+
+    ``config`` is the image config exactly as stored (its blob); ``layers`` the
+    ``(digest, size)`` of each gzip'd layer blob, bottom first. The manifest
+    names each of them by a descriptor: media type, ``sha256:<hex>`` of the
+    exact bytes, size in bytes. Written as canonical JSON (keys sorted, no
+    spaces), so the same image always has the same digest.
+    """
+    manifest = {
+        "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
+        "config": {"mediaType": MEDIA_CONFIG, "digest": sha256_bytes(config),
+                   "size": len(config)},
+        "layers": [{"mediaType": MEDIA_LAYER_GZIP, "digest": digest, "size": size}
+                   for digest, size in layers],
+    }
+    data = canonical_json(manifest)
+    return data, sha256_bytes(data)
 
 
 class disk_full:
