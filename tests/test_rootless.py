@@ -295,3 +295,38 @@ def test_rootless_build_copies_files_owned_by_root_inside(nobody_root):
                        "cat /greeting.txt; stat -c '%u:%g' /greeting.txt")
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.split() == ["hello", "0:0"]
+
+
+def test_exercises_as_an_ordinary_user_any_tier_ones_check_root_ones_say_so(nobody_root):
+    """Binder's case: a plain user starts and checks an exercise that needs no root (06,
+    manifests) with its reference solution, and is told up front that 01 needs root."""
+    lab = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    exercises_copy = os.path.join(nobody_root, "exercises")
+    shutil.copytree(os.path.join(lab, "exercises"), exercises_copy)
+    work = os.path.join(nobody_root, "student")
+    os.makedirs(work)
+    for directory, _, files in os.walk(nobody_root):
+        for path in [directory] + [os.path.join(directory, f) for f in files]:
+            if not os.path.islink(path):
+                os.chown(path, NOBODY, NOBODY)
+
+    def exercise(*args):
+        env = {**nobody_env(nobody_root), "MINIRT_EXERCISES": exercises_copy}
+        return subprocess.run([PYTHON, "-m", "minirt", "exercise", *args], env=env, cwd=work,
+                              capture_output=True, text=True, timeout=180,
+                              preexec_fn=drop_to_nobody)
+
+    started = exercise("start", "06-manifest-digests", os.path.join(work, "ex06"))
+    assert started.returncode == 0, started.stderr
+    shutil.copy(os.path.join(exercises_copy, "solutions", "06-manifest-digests.py"),
+                os.path.join(work, "ex06", "image_manifest.py"))
+    os.chown(os.path.join(work, "ex06", "image_manifest.py"), NOBODY, NOBODY)
+    checked = exercise("check", os.path.join(work, "ex06"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "steps pass: done!" in checked.stdout
+    assert exercise("start", "01-namespaces", os.path.join(work, "ex01")).returncode == 0
+    refused = exercise("check", os.path.join(work, "ex01"))
+    assert refused.returncode == 125
+    assert refused.stderr.splitlines() == [
+        "minirt: Namespaces: unshare(2) and sethostname(2) with ctypes needs root (it makes "
+        "real namespaces, mounts or cgroups): run the check as root, e.g. on your own machine"]
