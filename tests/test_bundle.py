@@ -86,6 +86,8 @@ def remove_bundles(tmp_path):
 def runc(engine, tmp_path):
     """A runc with its state in tmp_path; every container it made is deleted after."""
     require(RUNC is not None, "needs runc (apt-get install runc)")
+    from minirt.kernel import mounts
+    require(mounts.is_mount_point("/"), "runc needs / to be a mount point (not in a chroot)")
     runtime = Runc(str(tmp_path / "runc-state"))
     yield runtime
     runtime.delete_all()
