@@ -144,9 +144,11 @@ class Context:
                        "container that never exits?)") from None
 
 
-def last_line(stderr: bytes) -> str:
-    """The last non-empty line a command wrote to stderr (minirt's one-line error)."""
-    lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+def last_line(output: bytes | str) -> str:
+    """The last non-empty line of a command's output (on stderr: minirt's one-line error)."""
+    if isinstance(output, bytes):
+        output = output.decode(errors="replace")
+    lines = [line for line in output.splitlines() if line.strip()]
     return lines[-1].strip() if lines else "(nothing on stderr)"
 
 

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import tarfile
 
-from minirt.exercises import Hint
+from minirt.exercises import Hint, last_line
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -35,11 +35,6 @@ def sha256(data: bytes) -> str:
 
 def short(digest: str) -> str:
     return digest.removeprefix("sha256:")[:12]
-
-
-def last_line(stderr: bytes) -> str:
-    lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "(nothing on stderr)"
 
 
 def minirt(ctx, *args, what: str) -> str:

@@ -25,16 +25,11 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from minirt.exercises import Hint
+from minirt.exercises import Hint, last_line
 from minirt.registry import server as registry_server
 
 REPOSITORY = "lab/busybox"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def last_line(stderr: bytes) -> str:
-    lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "(nothing on stderr)"
 
 
 def free_port() -> int:

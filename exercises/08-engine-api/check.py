@@ -28,19 +28,12 @@ import tempfile
 import time
 
 from minirt.daemon.client import UnixHTTPConnection
-from minirt.exercises import Hint
+from minirt.exercises import Hint, last_line
 
 API = "/v1.43"
 NAMES = ("ex08-first", "ex08-second")   # created in this order: second is the newest
 COMMANDS = {"ex08-first": ["echo", "first"], "ex08-second": ["sh", "-c", "echo second; exit 3"]}
 LABELS = {"exercise": "08"}
-
-
-def last_line(text) -> str:
-    if isinstance(text, bytes):
-        text = text.decode(errors="replace")
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1].strip() if lines else "(nothing)"
 
 
 def request(ctx, method: str, path: str, body=None):
