@@ -120,8 +120,9 @@ def denied_by_filter(action, expected=errno.EPERM, prepare=None) -> None:
 
 def private_mount_namespace() -> None:
     """Our own mount namespace, private: a mount that slips through stays in the child."""
+    from minirt.kernel import mounts
     syscalls.unshare(CLONE_NEWNS)
-    syscalls.mount("none", "/", flags=syscalls.MS_REC | syscalls.MS_PRIVATE)
+    mounts.make_private("/")  # in a chroot (fresh-check) from the namespace's real root
 
 
 def mount_tmpfs(target: str):
