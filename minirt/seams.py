@@ -24,7 +24,6 @@ Looking a seam up costs one ``os.path.exists`` per process: normal installs
 have no ``exercise.json``.
 """
 
-import json
 import os
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,6 +37,7 @@ def _load_overrides() -> dict:
     if _overrides is None:
         _overrides = {}
         if os.path.exists(EXERCISE_FILE):
+            import json  # only an exercise copy pays for it (~3 ms of every start)
             with open(EXERCISE_FILE) as f:
                 wiring = json.load(f)
             for name, path in (wiring.get("seams") or {}).items():

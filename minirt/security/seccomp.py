@@ -185,11 +185,13 @@ SECCOMP_FILTER_FLAG_TSYNC = 1
 def cached_program(capabilities: set[str], cache_dir: str) -> bytes | None:
     """The default filter for ``capabilities`` as raw BPF, compiled on first use and kept in
     ``cache_dir``; None where no filter can be built (no pyseccomp or libseccomp)."""
-    import hashlib
-    with open(__file__, "rb") as f:   # the policy is this file: a new policy, a new key
-        policy = f.read()
-    key = hashlib.sha256(policy + repr(sorted(_capability_names(capabilities))).encode()
-                         + os.uname().machine.encode()).hexdigest()[:32]
+    # The key: this file (the policy: a new policy, a new key, named by its size and
+    # time), the capability set as a bit mask, the machine. No hashing: hashlib alone
+    # would cost every start ~2 ms to import.
+    from .capabilities import NUMBERS
+    policy = os.stat(__file__)
+    mask = sum(1 << NUMBERS[name] for name in _capability_names(capabilities) if name in NUMBERS)
+    key = f"{policy.st_size:x}-{policy.st_mtime_ns:x}-{mask:x}-{os.uname().machine}"
     path = os.path.join(cache_dir, f"{key}.bpf")
     try:
         with open(path, "rb") as f:
