@@ -19,7 +19,7 @@ import time
 import pytest
 import requests
 
-from conftest import minirt_cli, minirt_popen, require, tier
+from conftest import minirt_cli, minirt_popen, require, tier, wait_for
 from minirt.errors import AuthError, ImageError, RegistryError, UsageError
 from minirt.image import busybox, reference
 from minirt.image.store import ImageStore
@@ -396,7 +396,8 @@ def test_ctrl_c_leaves_no_image_and_no_temp_file_and_a_rerun_resumes(
     fast = [l.digest for l in app.layers[:-1]]
     while not all(store.has_blob(d) for d in fast) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert hidden_files(store), "the slow layer should be half-way"
+    # The slow layer's temp file appears with its first bytes (a moment after the fast ones).
+    wait_for(lambda: hidden_files(store), timeout=10, what="the slow layer, half-way")
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
