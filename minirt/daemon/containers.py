@@ -552,7 +552,10 @@ def adopt_running(daemon) -> None:
 def _ensure_watcher(daemon, c: dict) -> None:
     """A container started by an earlier daemon (or by ``minirt run -d``) gets a watcher too."""
     thread = _watchers(daemon).get(c["id"])
-    if (thread is None or not thread.is_alive()) and daemon.engine._shim_alive(c):
+    # Only a *running* one: an exited container's shim may linger a moment (draining its
+    # output); a watcher made then would answer at once and publish a second ``die``.
+    if (thread is None or not thread.is_alive()) and c.get("running") and \
+            daemon.engine._shim_alive(c):
         _Watcher(daemon, c).begin()
 
 
