@@ -12,6 +12,7 @@ One API, two kernel interfaces. ``Limits`` says what a container may use;
 Either way a container's cgroup lives at ``<tree>/minirt/<container id>``.
 """
 
+import errno
 import os
 
 from ...errors import CgroupError, UsageError
@@ -90,11 +91,17 @@ def cpu_quota(cpus: float, period_us: int = 100_000) -> int:
 
 
 def read_int(path: str) -> int | None:
+    """An integer cgroup file; None when it is absent or its cgroup is going away (ENODEV:
+    read while the container's cgroup is removed, e.g. by a sampler racing the cleanup)."""
     try:
         with open(path) as f:
             return int(f.read().split()[0])
     except (FileNotFoundError, ValueError, IndexError):
         return None
+    except OSError as e:
+        if e.errno == errno.ENODEV:
+            return None
+        raise
 
 
 def read_keyed(path: str) -> dict[str, int]:
@@ -108,6 +115,9 @@ def read_keyed(path: str) -> dict[str, int]:
                     values[parts[0]] = int(parts[1])
     except FileNotFoundError:
         pass
+    except OSError as e:  # ENODEV: the cgroup is being removed (see read_int)
+        if e.errno != errno.ENODEV:
+            raise
     return values
 
 
