@@ -130,7 +130,16 @@ def leases_under(root: str) -> dict:
 
 def pytest_sessionfinish(session, exitstatus):
     """Remove the bridges the tests' networks made (the default ``bridge`` network's
-    included): like docker0 they outlive their containers, but not the test run."""
+    included): like docker0 they outlive their containers, but not the test run. And
+    this run's own cgroup parents, when empty (each container's removal tries, but one
+    removed while a sibling was being created leaves the parent behind)."""
+    import glob
+    for parent in glob.glob(f"/sys/fs/cgroup/*/{CGROUP_PARENT}") + \
+            glob.glob(f"/sys/fs/cgroup/unified/{CGROUP_PARENT}"):
+        try:
+            os.rmdir(parent)
+        except OSError:
+            pass  # not empty (a leak the tests report themselves) or gone already
     # Only port-less ones: a bridge with ports belongs to containers still running (another
     # test session's, on a shared machine), and is left to its owner.
     leftover = sorted(n for n in host_links("mrtbr-") - LINKS_AT_START
